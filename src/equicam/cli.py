@@ -1,0 +1,141 @@
+"""The ``equicam`` command line: one entry, one subcommand per task.
+
+Handlers import the library lazily so that ``equicam --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+METHODS = ("cam", "gradcam", "gradcampp")
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from equicam.core.synth import write_cases
+
+    folders = write_cases(args.out_dir, args.cases, args.seed, args.size)
+    print(f"wrote {len(folders)} cases to {args.out_dir}")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from equicam.core.prepare import prepare
+
+    meta = prepare(args.data_dir, args.out, size=args.size, seed=args.seed)
+    print(
+        f"cached {meta['n_slices']} slices ({meta['n_positive']} with tumour) of "
+        f"{len(meta['cases'])} cases to {args.out}; splits {meta['splits']}"
+    )
+
+
+def _cam(args: argparse.Namespace) -> None:
+    from equicam.core.evaluation import cam_case
+
+    written = cam_case(
+        args.case,
+        args.checkpoint,
+        args.out,
+        method=args.method,
+        device=args.device,
+        threshold=args.threshold,
+    )
+    for path in written:
+        print(path)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from equicam.core.evaluation import evaluate
+
+    results = evaluate(
+        args.data_dir,
+        args.checkpoint,
+        args.out,
+        method=args.method,
+        device=args.device,
+        threshold=args.threshold,
+    )
+    for name, row in results["summary"].items():
+        print(
+            f"{name:12s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
+            f"ASSD {row['assd_mean']:.2f} mm  (threshold {row['threshold']:.2f})"
+        )
+    print(f"wrote {args.out}/results.json and results.md")
+
+
+def _view(args: argparse.Namespace) -> None:
+    from equicam.plugin.viewer import open_viewer
+
+    open_viewer(args.case)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``equicam`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="equicam",
+        description="Cross-modality equivariant class activation maps for brain-tumour MRI.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write synthetic BraTS-like cases (BraTS 2021 layout)")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--size",
+        choices=("full", "small"),
+        default="full",
+        help="full: 240x240x155 at 1 mm (BraTS grid); small: 2 mm grid for tests",
+    )
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("prepare", help="build the 2-D slice cache and patient splits for training")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--out", required=True, metavar="CACHE", help="new folder for the cache")
+    p.add_argument("--size", type=int, default=240, help="side of cached slices (default 240)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    p.set_defaults(func=_prepare)
+
+    checkpoint_help = "'equivariant' or 'baseline' (bundled) or a .safetensors file"
+    for name, helptext, positional in (
+        ("cam", "write CAMs, fused CAMs and pseudo-masks of one case as NIfTI", "case"),
+        ("evaluate", "Dice/ASSD of every case with a segmentation under DATA_DIR", "data_dir"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument(
+            positional,
+            metavar=positional.upper(),
+            help="case folder or one of its files"
+            if name == "cam"
+            else "folder of BraTS cases (any layout)",
+        )
+        p.add_argument("--checkpoint", default="equivariant", help=checkpoint_help)
+        p.add_argument("--out", required=True, metavar="OUT_DIR")
+        p.add_argument("--method", choices=METHODS, default="cam")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+        p.add_argument(
+            "--threshold", type=float, default=None, help="mask threshold (default: checkpoint's)"
+        )
+        p.set_defaults(func=_cam if name == "cam" else _evaluate)
+
+    p = sub.add_parser("view", help="open napari with a case (default: the sample case)")
+    p.add_argument("case", nargs="?", default=None, metavar="CASE")
+    p.set_defaults(func=_view)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from equicam.core.brats import CaseError
+
+    try:
+        args.func(args)
+    except (CaseError, ValueError, FileNotFoundError, PermissionError) as error:
+        print(f"equicam {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The library: everything that runs without Qt or napari."""

@@ -1,0 +1,568 @@
+"""Find, load and save BraTS cases in every layout in use.
+
+Layouts
+-------
+``brats2021``
+    BraTS 2018-2021: ``<id>_t1``, ``_t1ce``, ``_t2``, ``_flair``, ``_seg`` (ET labelled 4).
+``brats2023``
+    BraTS 2023 and later: ``<id>-t1n``, ``-t1c``, ``-t2w``, ``-t2f``, ``-seg`` (ET labelled 3).
+``decathlon``
+    Medical Segmentation Decathlon Task01: one 4-D file per case in ``imagesTr``/``imagesTs``
+    (channels FLAIR, T1w, T1gd, T2w) and its labels in ``labelsTr``.
+
+Every file may be ``.nii`` or ``.nii.gz``. Segmentations are normalised to one label set:
+0 background, 1 necrotic / non-enhancing core, 2 oedema, 3 enhancing tumour.
+
+Geometry
+--------
+All modalities are shown in one display orientation: array axis 0 runs inferior to superior
+(the axial slice slider), axis 1 anterior to posterior (anterior at the top of the screen),
+axis 2 patient right to patient left (radiological convention). The file's own affine and
+header are kept in :class:`Geometry` so that masks are written back in the scan's geometry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+LAYER_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+DISPLAY_AXCODES = ("S", "P", "L")
+LABEL_NAMES: dict[int, str] = {1: "necrotic core", 2: "oedema", 3: "enhancing tumour"}
+
+_SUFFIXES = {
+    "brats2021": {"t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "flair": "_flair", "seg": "_seg"},
+    "brats2023": {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "seg": "-seg"},
+}
+# Raw label -> normalised label, per layout.
+_LABEL_MAPS = {
+    "brats2021": {0: 0, 1: 1, 2: 2, 4: 3},
+    "brats2023": {0: 0, 1: 1, 2: 2, 3: 3},
+    "decathlon": {0: 0, 1: 2, 2: 1, 3: 3},
+}
+_DECATHLON_CHANNELS = ("flair", "t1", "t1ce", "t2")
+_NIFTI = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
+_AFFINE_TOL_MM = 1e-3
+
+
+class CaseError(ValueError):
+    """A case or file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class CaseWarning(UserWarning):
+    """Something about a case that the user should know, but that does not stop loading."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a file's voxel array maps to the display orientation, and back.
+
+    Attributes
+    ----------
+    affine
+        The file's voxel-to-world (RAS+ mm) affine, kept verbatim for saving.
+    header
+        The file's NIfTI header, kept for saving.
+    file_shape
+        Shape of the file's 3-D array.
+    source
+        The file the geometry was read from.
+    """
+
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    file_shape: tuple[int, int, int]
+    source: Path
+
+    @property
+    def _to_display_ornt(self) -> np.ndarray:
+        start = orientations.io_orientation(self.affine)
+        return orientations.ornt_transform(start, orientations.axcodes2ornt(DISPLAY_AXCODES))
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the display axes (slice, row, column)."""
+        zooms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        ornt = self._to_display_ornt
+        spacing = [0.0, 0.0, 0.0]
+        for file_axis, (display_axis, _) in enumerate(ornt):
+            spacing[int(display_axis)] = float(zooms[file_axis])
+        return tuple(spacing)
+
+    @property
+    def display_shape(self) -> tuple[int, int, int]:
+        """Shape of the array in display orientation."""
+        shape = [0, 0, 0]
+        for file_axis, (display_axis, _) in enumerate(self._to_display_ornt):
+            shape[int(display_axis)] = self.file_shape[file_axis]
+        return tuple(shape)
+
+    @property
+    def is_oblique(self) -> bool:
+        """True when the voxel axes are not aligned with the world axes."""
+        rot = self.affine[:3, :3] / np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return not np.allclose(np.abs(rot), np.round(np.abs(rot)), atol=1e-4)
+
+    def to_display(self, array: np.ndarray) -> np.ndarray:
+        """Reorder a file-ordered ``(I, J, K)`` array into display order ``(Z, Y, X)``."""
+        return orientations.apply_orientation(array, self._to_display_ornt)
+
+    def to_file(self, array: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_display`."""
+        start = orientations.io_orientation(self.affine)
+        back = orientations.ornt_transform(orientations.axcodes2ornt(DISPLAY_AXCODES), start)
+        return orientations.apply_orientation(array, back)
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """Where the files of one case are.
+
+    Attributes
+    ----------
+    case_id
+        The case's identifier, e.g. ``BraTS2021_00000``.
+    folder
+        The folder that holds the case.
+    images
+        Modality name -> file. For the Decathlon layout all modalities share one 4-D file.
+    seg
+        The segmentation file, or None.
+    layout
+        ``brats2021``, ``brats2023`` or ``decathlon``.
+    """
+
+    case_id: str
+    folder: Path
+    images: dict[str, Path]
+    seg: Path | None
+    layout: str
+
+    @property
+    def inputs(self) -> set[Path]:
+        """Every input file (scans and segmentation): never to be overwritten."""
+        files = {p.resolve() for p in self.images.values()}
+        return files | ({self.seg.resolve()} if self.seg else set())
+
+
+@dataclass
+class Case:
+    """A loaded case: arrays in display order and the geometry to write results back.
+
+    Attributes
+    ----------
+    case_id
+        Identifier of the case.
+    files
+        Where it came from.
+    images
+        Modality -> float32 array ``(Z, Y, X)`` in display order.
+    seg
+        Normalised labels ``(Z, Y, X)`` uint8 (see module docstring), or None.
+    geometry
+        Geometry of the first modality's file (all modalities share it).
+    """
+
+    case_id: str
+    files: CaseFiles
+    images: dict[str, np.ndarray]
+    seg: np.ndarray | None
+    geometry: Geometry
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along (Z, Y, X)."""
+        return self.geometry.spacing
+
+    @property
+    def whole_tumour(self) -> np.ndarray | None:
+        """Whole-tumour mask (every non-zero label), or None without a segmentation."""
+        return None if self.seg is None else self.seg > 0
+
+
+def _split_nifti(path: Path) -> tuple[str, str] | None:
+    match = _NIFTI.match(path.name)
+    return (match["stem"], match["ext"]) if match else None
+
+
+def _match_suffix(stem: str) -> tuple[str, str, str] | None:
+    """Return (layout, key, case_id) when a file stem ends with a known BraTS suffix."""
+    for layout, suffixes in _SUFFIXES.items():
+        for key, suffix in suffixes.items():
+            if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+                return layout, key, stem[: -len(suffix)]
+    return None
+
+
+def _decathlon_case(path: Path) -> CaseFiles:
+    stem = _split_nifti(path)[0]
+    root = path.parent.parent
+    image = next(
+        (
+            root / sub / f"{stem}{ext}"
+            for sub in ("imagesTr", "imagesTs")
+            for ext in (".nii.gz", ".nii")
+            if (root / sub / f"{stem}{ext}").is_file()
+        ),
+        None,
+    )
+    if image is None:
+        raise CaseError(path, "no 4-D image file for this label file in imagesTr or imagesTs")
+    labels = [root / "labelsTr" / f"{stem}{ext}" for ext in (".nii.gz", ".nii")]
+    seg = next((p for p in labels if p.is_file()), None)
+    return CaseFiles(
+        stem, image.parent, dict.fromkeys(_DECATHLON_CHANNELS, image), seg, "decathlon"
+    )
+
+
+def _cases_in_folder(folder: Path) -> dict[str, dict[str, list[Path]]]:
+    """Group the BraTS-named NIfTI files of one folder by (layout, case id)."""
+    groups: dict[str, dict[str, list[Path]]] = {}
+    for path in sorted(folder.iterdir()):
+        parts = _split_nifti(path)
+        if not parts or not path.is_file():
+            continue
+        found = _match_suffix(parts[0])
+        if found is None:
+            continue
+        layout, key, case_id = found
+        groups.setdefault(f"{layout}\0{case_id}", {}).setdefault(key, []).append(path)
+    return groups
+
+
+def _case_from_group(folder: Path, group_key: str, files: dict[str, list[Path]]) -> CaseFiles:
+    layout, case_id = group_key.split("\0")
+    for key, paths in files.items():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            raise CaseError(folder, f"case {case_id} has {len(paths)} files for {key}: {names}")
+    images = {m: files[m][0] for m in MODALITIES if m in files}
+    seg = files["seg"][0] if "seg" in files else None
+    if not images:
+        raise CaseError(folder, f"case {case_id} has a segmentation but no image modality")
+    return CaseFiles(case_id, folder, images, seg, layout)
+
+
+def find_case(path: str | os.PathLike) -> CaseFiles:
+    """Locate the files of the case that ``path`` belongs to.
+
+    Parameters
+    ----------
+    path
+        A case folder, or any one of the case's NIfTI files (a scan or the segmentation;
+        for the Decathlon layout the 4-D image or its label file).
+
+    Returns
+    -------
+    CaseFiles
+
+    Raises
+    ------
+    CaseError
+        When the path does not exist, holds no BraTS case, holds several cases, or has two
+        files for one modality.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CaseError(path, "no such file or folder")
+    if path.is_file():
+        parts = _split_nifti(path)
+        if parts is None:
+            raise CaseError(path, "not a NIfTI file (.nii or .nii.gz)")
+        if path.parent.name in ("imagesTr", "imagesTs", "labelsTr"):
+            return _decathlon_case(path)
+        found = _match_suffix(parts[0])
+        if found is None:
+            raise CaseError(
+                path,
+                "file name does not follow a BraTS layout "
+                "(expected e.g. <case>_flair.nii.gz or <case>-t2f.nii.gz)",
+            )
+        layout, _, case_id = found
+        key = f"{layout}\0{case_id}"
+        return _case_from_group(path.parent, key, _cases_in_folder(path.parent)[key])
+    groups = _cases_in_folder(path)
+    if not groups:
+        raise CaseError(path, "no BraTS modality files (t1, t1ce, t2, flair) in this folder")
+    if len(groups) > 1:
+        ids = sorted(k.split("\0")[1] for k in groups)
+        raise CaseError(path, f"folder holds {len(ids)} cases ({', '.join(ids)}); open one")
+    key, files = next(iter(groups.items()))
+    return _case_from_group(path, key, files)
+
+
+def find_cases(data_dir: str | os.PathLike) -> list[CaseFiles]:
+    """Every case under a data folder (any layout, searched recursively), sorted by id.
+
+    Raises
+    ------
+    CaseError
+        When the folder does not exist or holds no case at all.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise CaseError(data_dir, "not a folder")
+    cases: dict[str, CaseFiles] = {}
+    for folder in sorted([data_dir, *(p for p in data_dir.rglob("*") if p.is_dir())]):
+        if folder.name in ("imagesTr", "imagesTs"):
+            for path in sorted(folder.iterdir()):
+                if _split_nifti(path) and path.is_file() and not path.name.startswith("."):
+                    case = _decathlon_case(path)
+                    cases.setdefault(case.case_id, case)
+            continue
+        for key, files in _cases_in_folder(folder).items():
+            case = _case_from_group(folder, key, files)
+            if case.case_id in cases:
+                raise CaseError(
+                    folder, f"case {case.case_id} also exists in {cases[case.case_id].folder}"
+                )
+            cases[case.case_id] = case
+    if not cases:
+        raise CaseError(data_dir, "no BraTS case found in this folder or below")
+    return [cases[k] for k in sorted(cases)]
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds for bad files
+        raise CaseError(
+            path, f"cannot read NIfTI, the file is truncated or corrupt ({error})"
+        ) from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise CaseError(path, f"not a NIfTI image ({type(image).__name__})")
+    return data, image
+
+
+def _check_volume(path: Path, data: np.ndarray, what: str) -> None:
+    if data.ndim != 3:
+        raise CaseError(
+            path, f"{what} must be a 3-D volume, found {data.ndim}-D shape {data.shape}"
+        )
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            raise CaseError(path, f"{what} holds {bad} NaN or infinite voxels")
+    if what != "segmentation" and not np.any(data):
+        raise CaseError(path, f"{what} is empty (every voxel is 0)")
+    if what != "segmentation" and np.ptp(data) == 0:
+        raise CaseError(path, f"{what} is constant (every voxel is {data.flat[0]})")
+
+
+def _normalise_labels(path: Path, data: np.ndarray, layout: str) -> np.ndarray:
+    if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
+        raise CaseError(path, "segmentation holds non-integer values")
+    values = set(np.unique(data).astype(int).tolist())
+    mapping = _LABEL_MAPS[layout]
+    unknown = values - set(mapping)
+    if unknown:
+        raise CaseError(
+            path,
+            f"segmentation holds labels {sorted(unknown)} that the {layout} layout does not use "
+            f"(expected {sorted(mapping)})",
+        )
+    lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
+    for raw, norm in mapping.items():
+        lut[raw] = norm
+    return lut[data.astype(np.int64)]
+
+
+def _geometry(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...]) -> Geometry:
+    affine = image.affine
+    if (
+        affine is None
+        or not np.all(np.isfinite(affine))
+        or abs(np.linalg.det(affine[:3, :3])) < 1e-9
+    ):
+        raise CaseError(path, "the file's affine is missing or singular")
+    return Geometry(affine.copy(), image.header.copy(), tuple(int(s) for s in shape[:3]), path)
+
+
+def _same_geometry(path: Path, geometry: Geometry, reference: Geometry) -> None:
+    if geometry.file_shape != reference.file_shape:
+        raise CaseError(
+            path,
+            f"shape {geometry.file_shape} differs from {reference.source.name} "
+            f"{reference.file_shape}",
+        )
+    if not np.allclose(geometry.affine, reference.affine, atol=_AFFINE_TOL_MM):
+        raise CaseError(
+            path,
+            f"affine differs from {reference.source.name}: the modalities are not co-registered",
+        )
+
+
+def load_case(
+    case: str | os.PathLike | CaseFiles, modalities: Sequence[str] | None = None
+) -> Case:
+    """Load a case's modalities (and segmentation) in display orientation.
+
+    Parameters
+    ----------
+    case
+        A case folder, one of its files, or a :class:`CaseFiles`.
+    modalities
+        The modalities to load; default all of :data:`MODALITIES` that the case has.
+        A missing modality gives a :class:`CaseWarning`; none at all is an error.
+
+    Returns
+    -------
+    Case
+
+    Raises
+    ------
+    CaseError
+        For any bad file: unreadable, not 3-D (4-D with 4 channels for the Decathlon layout),
+        NaN/Inf, empty, mismatched shapes or affines, unknown segmentation labels.
+    """
+    files = case if isinstance(case, CaseFiles) else find_case(case)
+    wanted = tuple(modalities) if modalities is not None else MODALITIES
+    unknown = [m for m in wanted if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
+    notes = []
+    missing = [m for m in wanted if m not in files.images]
+    present = [m for m in wanted if m in files.images]
+    if not present:
+        raise CaseError(files.folder, f"case {files.case_id} has none of {list(wanted)}")
+    if missing:
+        notes.append(
+            f"{files.case_id}: no {', '.join(missing)} file; loading {', '.join(present)}"
+        )
+
+    raw: dict[str, np.ndarray] = {}
+    reference: Geometry | None = None
+    if files.layout == "decathlon":
+        path = files.images[present[0]]
+        data, image = _read_nifti(path)
+        if data.ndim != 4 or data.shape[3] != len(_DECATHLON_CHANNELS):
+            raise CaseError(
+                path,
+                f"Decathlon image must be 4-D with {len(_DECATHLON_CHANNELS)} channels "
+                f"({', '.join(_DECATHLON_CHANNELS)}), found shape {data.shape}",
+            )
+        reference = _geometry(path, image, data.shape)
+        for m in present:
+            volume = data[..., _DECATHLON_CHANNELS.index(m)]
+            _check_volume(path, volume, f"channel {m}")
+            raw[m] = volume
+    else:
+        for m in present:
+            path = files.images[m]
+            data, image = _read_nifti(path)
+            if data.ndim == 4 and data.shape[3] == 1:
+                data = data[..., 0]
+            _check_volume(path, data, m)
+            geometry = _geometry(path, image, data.shape)
+            if reference is None:
+                reference = geometry
+            else:
+                _same_geometry(path, geometry, reference)
+            raw[m] = data
+
+    assert reference is not None
+    if reference.is_oblique:
+        notes.append(
+            f"{reference.source}: oblique orientation; shown in the nearest axis-aligned "
+            "orientation, results are saved in the file's own geometry"
+        )
+    seg = None
+    if files.seg is not None:
+        data, image = _read_nifti(files.seg)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        _check_volume(files.seg, data, "segmentation")
+        _same_geometry(files.seg, _geometry(files.seg, image, data.shape), reference)
+        seg = reference.to_display(_normalise_labels(files.seg, data, files.layout))
+    images = {m: reference.to_display(v).astype(np.float32) for m, v in raw.items()}
+    for note in notes:
+        warnings.warn(note, CaseWarning, stacklevel=2)
+    return Case(files.case_id, files, images, seg, reference, notes)
+
+
+def save_volume(
+    array: np.ndarray,
+    geometry: Geometry,
+    path: str | os.PathLike,
+    *,
+    dtype: str = "uint8",
+    protect: Iterable[str | os.PathLike] = (),
+) -> Path:
+    """Write a display-ordered array as NIfTI in the source scan's geometry, atomically.
+
+    Parameters
+    ----------
+    array
+        ``(Z, Y, X)`` array in display order (as in :class:`Case`).
+    geometry
+        The geometry of the scan it belongs to; its affine and header are written.
+    path
+        Target ``.nii`` or ``.nii.gz`` file.
+    dtype
+        Stored data type: ``uint8`` for masks, ``float32`` for maps.
+    protect
+        Files that must never be overwritten (the case's input scans).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    CaseError
+        When the target is a protected input, not a NIfTI name, the shape does not match the
+        geometry, or the folder cannot be written. Nothing is left half-written.
+    """
+    path = Path(path)
+    if _split_nifti(path) is None:
+        raise CaseError(path, "output name must end in .nii or .nii.gz")
+    if path.resolve() in {Path(p).resolve() for p in protect}:
+        raise CaseError(path, "refusing to overwrite an input scan; choose another file name")
+    if tuple(array.shape) != geometry.display_shape:
+        raise CaseError(
+            path, f"array shape {array.shape} does not match the scan {geometry.display_shape}"
+        )
+    header = geometry.header.copy()
+    header.set_data_dtype(np.dtype(dtype))
+    header.set_slope_inter(1.0, 0.0)
+    image = nib.Nifti1Image(
+        geometry.to_file(np.asarray(array).astype(dtype)), geometry.affine, header
+    )
+    folder = path.parent
+    if not folder.is_dir():
+        raise CaseError(folder, "output folder does not exist")
+    try:
+        handle, tmp_name = tempfile.mkstemp(
+            dir=folder, prefix=f".{path.name}.", suffix=_split_nifti(path)[1]
+        )
+        os.close(handle)
+    except OSError as error:
+        raise CaseError(folder, f"cannot write in this folder ({error.strerror})") from None
+    try:
+        nib.save(image, tmp_name)
+        os.replace(tmp_name, path)
+    except OSError as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise CaseError(path, f"cannot write ({error.strerror})") from None
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,30 @@
+"""Choose a torch device: only devices that exist, with a clear error otherwise."""
+
+from __future__ import annotations
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on: ``cpu`` and each real CUDA device (``cuda:N``)."""
+    import torch
+
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def resolve_device(name: str = "auto") -> str:
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a device that exists.
+
+    ``auto`` picks the first CUDA device when there is one, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        When the device does not exist here, naming the ones that do.
+    """
+    devices = available_devices()
+    if name == "auto":
+        return devices[1] if len(devices) > 1 else "cpu"
+    if name == "cuda":
+        name = "cuda:0"
+    if name not in devices:
+        raise ValueError(f"device {name!r} is not available here; available: {', '.join(devices)}")
+    return name

@@ -1,0 +1,204 @@
+"""Turn a folder of BraTS cases into the 2-D slice cache that training reads.
+
+Cache layout (``OUT``)::
+
+    meta.json          modalities, size, normalisation, cases, spacing, source, counts
+    images.npy         float16 (N, M, S, S)  normalised axial slices, modality order of meta
+    labels.npy         uint8 (N,)            1 when the slice holds any tumour voxel
+    masks.npy          uint8 (N, S, S)       whole-tumour mask (evaluation only)
+    case_index.npy     int32 (N,)            index into meta["cases"]
+    slice_index.npy    int16 (N,)            the slice's z in its case
+    splits/{train,val,test}.txt              case ids, split by patient
+
+Slices without brain are dropped. Non-square slices are zero-padded to a square, then resized
+to ``S`` (bilinear for images, nearest for masks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from equicam.core.brats import MODALITIES, CaseError, CaseWarning, find_cases, load_case
+from equicam.core.preprocess import NORMALISATION, brain_mask, normalise_volume
+
+SPLITS = ("train", "val", "test")
+
+
+def square_resize(slices: np.ndarray, size: int, order: int) -> np.ndarray:
+    """Pad ``(..., Y, X)`` slices to a centred square and resize them to ``(..., size, size)``.
+
+    Parameters
+    ----------
+    slices
+        Array whose last two axes are a slice.
+    size
+        Output side in pixels.
+    order
+        Spline order: 1 (bilinear) for intensities, 0 (nearest) for masks.
+    """
+    y, x = slices.shape[-2:]
+    side = max(y, x)
+    if (y, x) != (side, side):
+        pad = [(0, 0)] * (slices.ndim - 2)
+        pad += [
+            ((side - y) // 2, side - y - (side - y) // 2),
+            ((side - x) // 2, side - x - (side - x) // 2),
+        ]
+        slices = np.pad(slices, pad)
+    if side == size:
+        return slices
+    zoom = [1.0] * (slices.ndim - 2) + [size / side, size / side]
+    return ndimage.zoom(slices, zoom, order=order, grid_mode=True, mode="grid-constant")
+
+
+def split_cases(case_ids: Sequence[str], seed: int, fractions=(0.7, 0.15, 0.15)) -> dict:
+    """Split case ids by patient into train/val/test, reproducibly.
+
+    Every split gets at least one case when there are three or more.
+    """
+    ids = sorted(case_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n = len(ids)
+    n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
+    n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+    n_train = n - n_val - n_test
+    shuffled = [ids[i] for i in order]
+    parts = (shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :])
+    return {name: sorted(part) for name, part in zip(SPLITS, parts, strict=True)}
+
+
+def prepare(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    size: int = 240,
+    seed: int = 0,
+    modalities: Sequence[str] = MODALITIES,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Build the slice cache of every case with a segmentation under ``data_dir``.
+
+    Parameters
+    ----------
+    data_dir
+        Folder of BraTS cases in any supported layout.
+    out_dir
+        New or empty folder for the cache.
+    size
+        Side of the cached square slices.
+    seed
+        Seed of the patient split.
+    modalities
+        Modalities to cache; every case must have all of them.
+    log
+        Receives one line per case.
+
+    Returns
+    -------
+    dict
+        The written ``meta.json`` content.
+    """
+    out = Path(out_dir)
+    if (out / "meta.json").exists():
+        raise CaseError(out, "already holds a slice cache; choose another folder or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    cases = find_cases(data_dir)
+    parts = []
+    work = Path(tempfile.mkdtemp(dir=out, prefix=".prepare-"))
+    try:
+        kept, spacing = [], {}
+        for files in cases:
+            if files.seg is None:
+                warnings.warn(
+                    f"{files.case_id}: no segmentation, skipped", CaseWarning, stacklevel=2
+                )
+                continue
+            missing = [m for m in modalities if m not in files.images]
+            if missing:
+                raise CaseError(files.folder, f"case {files.case_id} lacks {', '.join(missing)}")
+            case = load_case(files, modalities)
+            brain = brain_mask(case.images)
+            keep = np.flatnonzero(brain.any(axis=(1, 2)))
+            images = np.stack(
+                [normalise_volume(case.images[m], brain)[keep] for m in modalities], axis=1
+            )
+            masks = case.whole_tumour[keep].astype(np.uint8)
+            path = work / f"{len(kept)}.npz"
+            np.savez(
+                path,
+                images=square_resize(images, size, 1).astype(np.float16),
+                masks=square_resize(masks, size, 0).astype(np.uint8),
+                labels=masks.any(axis=(1, 2)).astype(np.uint8),
+                z=keep.astype(np.int16),
+            )
+            parts.append(path)
+            spacing[files.case_id] = list(case.spacing)
+            kept.append(files.case_id)
+            positive = int(masks.any(axis=(1, 2)).sum())
+            log(f"{files.case_id}: {len(keep)} slices, {positive} with tumour")
+        if not kept:
+            raise CaseError(data_dir, "no case with a segmentation to prepare")
+        _write_arrays(out, parts, size, len(modalities))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    splits = split_cases(kept, seed)
+    (out / "splits").mkdir(exist_ok=True)
+    for name, ids in splits.items():
+        (out / "splits" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    labels = np.load(out / "labels.npy")
+    meta = {
+        "modalities": list(modalities),
+        "size": size,
+        "normalisation": NORMALISATION,
+        "cases": kept,
+        "spacing": spacing,
+        "source": str(Path(data_dir).resolve()),
+        "seed": seed,
+        "n_slices": int(labels.size),
+        "n_positive": int(labels.sum()),
+        "splits": {k: len(v) for k, v in splits.items()},
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _write_arrays(out: Path, parts: list[Path], size: int, n_modalities: int) -> None:
+    counts = []
+    for path in parts:
+        with np.load(path) as part:
+            counts.append(part["z"].size)
+    n = sum(counts)
+    images = np.lib.format.open_memmap(
+        out / "images.npy", mode="w+", dtype=np.float16, shape=(n, n_modalities, size, size)
+    )
+    masks = np.lib.format.open_memmap(
+        out / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, size, size)
+    )
+    labels = np.empty(n, np.uint8)
+    case_index = np.empty(n, np.int32)
+    slice_index = np.empty(n, np.int16)
+    start = 0
+    for index, (path, count) in enumerate(zip(parts, counts, strict=True)):
+        with np.load(path) as part:
+            images[start : start + count] = part["images"]
+            masks[start : start + count] = part["masks"]
+            labels[start : start + count] = part["labels"]
+            slice_index[start : start + count] = part["z"]
+        case_index[start : start + count] = index
+        start += count
+    images.flush()
+    masks.flush()
+    np.save(out / "labels.npy", labels)
+    np.save(out / "case_index.npy", case_index)
+    np.save(out / "slice_index.npy", slice_index)
+    del images, masks

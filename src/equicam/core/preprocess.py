@@ -1,0 +1,58 @@
+"""Intensity preprocessing shared by training (``equicam prepare``) and inference.
+
+One normalisation, used everywhere: per case and per modality, z-score inside the brain,
+clipped to [-5, 5], background exactly 0. MRI intensities have no absolute scale, so the
+statistics come from the brain of the same case; the clip keeps rare bright voxels (vessels,
+artefacts) from dominating a slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NORMALISATION = "zscore-brain-clip5"
+CLIP = 5.0
+
+
+def brain_mask(images: dict[str, np.ndarray]) -> np.ndarray:
+    """Voxels inside the (skull-stripped) brain: non-zero in any modality.
+
+    Parameters
+    ----------
+    images
+        Modality -> volume, all of one shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean array of that shape.
+    """
+    volumes = iter(images.values())
+    mask = next(volumes) != 0
+    for volume in volumes:
+        mask |= volume != 0
+    return mask
+
+
+def normalise_volume(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Z-score a volume with the mean and std of its voxels inside ``mask``.
+
+    Parameters
+    ----------
+    volume
+        Intensities, any shape.
+    mask
+        Boolean brain mask of the same shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, clipped to [-CLIP, CLIP], exactly 0 outside the mask.
+    """
+    out = np.zeros(volume.shape, dtype=np.float32)
+    inside = volume[mask].astype(np.float64)
+    if inside.size == 0:
+        return out
+    std = inside.std()
+    out[mask] = np.clip((inside - inside.mean()) / (std if std > 0 else 1.0), -CLIP, CLIP)
+    return out

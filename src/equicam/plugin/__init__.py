@@ -1,0 +1,1 @@
+"""The napari face of equicam: reader, writer, sample data and widgets."""
