@@ -27,7 +27,20 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
     -------
     list of str
         The written path.
+
+    Raises
+    ------
+    OSError
+        With the reason, when the mask cannot be saved. (napari treats a ``ValueError`` from
+        a writer as "not my format" and would hide the message.)
     """
+    try:
+        return [str(_write(Path(path), data, meta))]
+    except CaseError as error:
+        raise OSError(str(error)) from error
+
+
+def _write(path: Path, data: Any, meta: dict) -> Path:
     info = (meta.get("metadata") or {}).get("equicam")
     if not info or "geometry" not in info:
         raise CaseError(

@@ -1,0 +1,91 @@
+"""`equicam prepare`: the slice cache and the patient splits."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
+from equicam.core.prepare import SPLITS, prepare, split_cases
+
+
+@pytest.fixture(scope="module")
+def cache(synthetic_cases, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache")
+    meta = prepare(synthetic_cases, out, size=64, seed=3, log=lambda line: None)
+    return out, meta
+
+
+def test_cache_arrays_agree_with_the_cases(cache, synthetic_cases):
+    out, meta = cache
+    images = np.load(out / "images.npy", mmap_mode="r")
+    labels = np.load(out / "labels.npy")
+    masks = np.load(out / "masks.npy", mmap_mode="r")
+    case_index = np.load(out / "case_index.npy")
+    slice_index = np.load(out / "slice_index.npy")
+    n = meta["n_slices"]
+    assert images.shape == (n, 4, 64, 64) and images.dtype == np.float16
+    assert masks.shape == (n, 64, 64) and labels.shape == case_index.shape == (n,)
+    assert meta["modalities"] == ["t1", "t1ce", "t2", "flair"]
+    assert meta["normalisation"] == "zscore-brain-clip5"
+    assert meta["cases"] == [c.case_id for c in find_cases(synthetic_cases)]
+
+    # Every cached slice holds brain; every slice with brain is cached.
+    assert np.all(np.abs(images.astype(np.float32)).reshape(n, -1).max(axis=1) > 0)
+    for index, case_id in enumerate(meta["cases"]):
+        case = load_case(synthetic_cases / case_id)
+        brain_slices = np.flatnonzero(
+            np.any([v.any(axis=(1, 2)) for v in case.images.values()], axis=0)
+        )
+        np.testing.assert_array_equal(slice_index[case_index == index], brain_slices)
+        # The slice label is "any tumour voxel" at native resolution.
+        expected = case.whole_tumour[brain_slices].any(axis=(1, 2))
+        np.testing.assert_array_equal(labels[case_index == index], expected)
+    assert meta["n_positive"] == int(labels.sum()) > 0
+    assert np.all(np.abs(images.astype(np.float32)) <= 5.0)
+
+
+def test_splits_are_by_patient_and_reproducible(cache):
+    out, meta = cache
+    splits = {s: (out / "splits" / f"{s}.txt").read_text().split() for s in SPLITS}
+    everyone = [i for s in SPLITS for i in splits[s]]
+    assert sorted(everyone) == sorted(meta["cases"])
+    assert len(set(everyone)) == len(everyone), "a patient is in two splits"
+    assert all(splits[s] for s in SPLITS)
+    assert split_cases(meta["cases"], seed=3) == splits
+    assert split_cases(meta["cases"], seed=4) != splits or len(meta["cases"]) < 4
+    on_disk = json.loads((out / "meta.json").read_text())
+    assert on_disk["splits"] == {s: len(splits[s]) for s in SPLITS}
+
+
+def test_many_patients_split_70_15_15_without_overlap():
+    ids = [f"case{i:03d}" for i in range(100)]
+    splits = split_cases(ids, seed=0)
+    assert [len(splits[s]) for s in SPLITS] == [70, 15, 15]
+    assert set().union(*splits.values()) == set(ids)
+
+
+def test_an_existing_cache_is_never_overwritten(cache, synthetic_cases):
+    out, _ = cache
+    before = (out / "meta.json").read_bytes()
+    with pytest.raises(CaseError, match="already holds a slice cache"):
+        prepare(synthetic_cases, out, size=64, log=lambda line: None)
+    assert (out / "meta.json").read_bytes() == before
+
+
+def test_cases_without_segmentation_are_skipped_with_a_warning(synthetic_cases, tmp_path):
+    data = tmp_path / "data"
+    first, second = find_cases(synthetic_cases)[:2]
+    for files in (first, second):
+        (data / files.case_id).mkdir(parents=True)
+        for path in files.images.values():
+            (data / files.case_id / path.name).symlink_to(path)
+    (data / second.case_id / second.seg.name).symlink_to(second.seg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = prepare(data, tmp_path / "cache", size=32, log=lambda line: None)
+    assert meta["cases"] == [second.case_id]
+    assert any(
+        issubclass(w.category, CaseWarning) and first.case_id in str(w.message) for w in caught
+    )

@@ -1,0 +1,59 @@
+"""The `equicam` command line: instant help, subcommands, errors that name the file."""
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+
+from equicam.cli import main
+
+
+def test_help_does_not_import_torch_or_qt():
+    code = (
+        "import sys, contextlib, io\n"
+        "from equicam.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "assert 'synth' in out.getvalue() and 'evaluate' in out.getvalue()\n"
+        "print(sorted(m for m in ('torch', 'napari', 'qtpy', 'nibabel') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_synth_then_prepare_through_the_command_line(tmp_path, capsys):
+    assert (
+        main(["synth", str(tmp_path / "data"), "--cases", "3", "--seed", "5", "--size", "small"])
+        == 0
+    )
+    cases = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert cases == ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"]
+    for name in ("t1", "t1ce", "t2", "flair", "seg"):
+        assert (tmp_path / "data" / cases[0] / f"{cases[0]}_{name}.nii.gz").is_file()
+
+    assert (
+        main(["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "cache"), "--size", "32"])
+        == 0
+    )
+    assert "cached" in capsys.readouterr().out
+    splits = [
+        (tmp_path / "cache" / "splits" / f"{s}.txt").read_text().split()
+        for s in ("train", "val", "test")
+    ]
+    assert sorted(sum(splits, [])) == cases
+
+
+def test_bad_input_exits_2_with_the_file_named(tmp_path, capsys):
+    case = tmp_path / "BraTS2021_00009"
+    case.mkdir()
+    for name in ("t1ce", "t2", "flair", "seg"):
+        volume = np.full((4, 4, 4), name != "seg", np.int16)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), case / f"BraTS2021_00009_{name}.nii.gz")
+    flat = np.ones((4, 4), np.int16)
+    nib.save(nib.Nifti1Image(flat, np.eye(4)), case / "BraTS2021_00009_t1.nii.gz")
+    assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "cache")]) == 2
+    error = capsys.readouterr().err
+    assert "BraTS2021_00009_t1.nii.gz" in error and "3-D" in error
