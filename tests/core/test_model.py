@@ -1,0 +1,41 @@
+"""The per-modality CAM U-Net and the multi-modal container."""
+
+import pytest
+import torch
+
+from equicam.core.model import PAPER_WIDTHS, CAMNet, ModelConfig, MultiModalCAM
+
+
+def test_cam_has_the_input_size_and_logits_are_its_spatial_mean():
+    net = CAMNet((4, 8, 8, 8)).eval()
+    x = torch.randn(3, 1, 40, 48)
+    cam = net(x)
+    assert cam.shape == (3, 2, 40, 48)
+    torch.testing.assert_close(CAMNet.logits(cam), cam.mean(dim=(2, 3)))
+    assert net.features(x).shape == (3, 4, 40, 48)
+    assert net.head.bias is None
+
+
+def test_any_subset_of_modalities_runs():
+    model = MultiModalCAM(ModelConfig(modalities=("t1", "flair"), widths=(4, 8, 8, 8)))
+    out = model({"flair": torch.randn(2, 1, 32, 32)})
+    assert list(out) == ["flair"]
+    assert model.modalities == ("t1", "flair")
+
+
+def test_networks_share_no_weights():
+    model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8)))
+    ids = [{id(p) for p in net.parameters()} for net in model.nets.values()]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1 :])
+
+
+def test_config_round_trips_and_refuses_unknown_keys():
+    config = ModelConfig(modalities=("t2",), widths=(8, 16, 32, 32), input_size=96)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown model settings"):
+        ModelConfig.from_dict({"depth": 5})
+
+
+def test_paper_width_network_has_a_few_million_parameters():
+    n = sum(p.numel() for p in CAMNet(PAPER_WIDTHS).parameters())
+    assert 3e6 < n < 1e7
