@@ -11,7 +11,8 @@ Cache layout (``OUT``)::
     splits/{train,val,test}.txt              case ids, split by patient
 
 Slices without brain are dropped. Non-square slices are zero-padded to a square, then resized
-to ``S`` (bilinear for images, nearest for masks).
+to ``S`` (antialiased bilinear for images, nearest for masks) by the same function that
+inference uses (:func:`equicam.core.preprocess.to_input`).
 """
 
 from __future__ import annotations
@@ -25,39 +26,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from equicam.core.brats import MODALITIES, CaseError, CaseWarning, find_cases, load_case
-from equicam.core.preprocess import NORMALISATION, brain_mask, normalise_volume
+from equicam.core.preprocess import NORMALISATION, brain_mask, normalise_volume, to_input
 
 SPLITS = ("train", "val", "test")
 
 
-def square_resize(slices: np.ndarray, size: int, order: int) -> np.ndarray:
-    """Pad ``(..., Y, X)`` slices to a centred square and resize them to ``(..., size, size)``.
+def square_resize(slices: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    """:func:`preprocess.to_input` for numpy ``(N, C, Y, X)`` arrays (the one resize of both
+    training data and inference)."""
+    import torch
 
-    Parameters
-    ----------
-    slices
-        Array whose last two axes are a slice.
-    size
-        Output side in pixels.
-    order
-        Spline order: 1 (bilinear) for intensities, 0 (nearest) for masks.
-    """
-    y, x = slices.shape[-2:]
-    side = max(y, x)
-    if (y, x) != (side, side):
-        pad = [(0, 0)] * (slices.ndim - 2)
-        pad += [
-            ((side - y) // 2, side - y - (side - y) // 2),
-            ((side - x) // 2, side - x - (side - x) // 2),
-        ]
-        slices = np.pad(slices, pad)
-    if side == size:
-        return slices
-    zoom = [1.0] * (slices.ndim - 2) + [size / side, size / side]
-    return ndimage.zoom(slices, zoom, order=order, grid_mode=True, mode="grid-constant")
+    return to_input(torch.from_numpy(np.ascontiguousarray(slices)), size, nearest=nearest).numpy()
 
 
 def split_cases(case_ids: Sequence[str], seed: int, fractions=(0.7, 0.15, 0.15)) -> dict:
@@ -135,8 +116,8 @@ def prepare(
             path = work / f"{len(kept)}.npz"
             np.savez(
                 path,
-                images=square_resize(images, size, 1).astype(np.float16),
-                masks=square_resize(masks, size, 0).astype(np.uint8),
+                images=square_resize(images, size).astype(np.float16),
+                masks=square_resize(masks[:, None], size, nearest=True)[:, 0].astype(np.uint8),
                 labels=masks.any(axis=(1, 2)).astype(np.uint8),
                 z=keep.astype(np.int16),
             )

@@ -56,3 +56,52 @@ def normalise_volume(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     std = inside.std()
     out[mask] = np.clip((inside - inside.mean()) / (std if std > 0 else 1.0), -CLIP, CLIP)
     return out
+
+
+def _square_pads(y: int, x: int) -> tuple[int, int, int, int]:
+    side = max(y, x)
+    top, left = (side - y) // 2, (side - x) // 2
+    return top, side - y - top, left, side - x - left
+
+
+def to_input(slices, size: int, *, nearest: bool = False):
+    """Pad slices to a centred square with zeros and resize them to the network's input.
+
+    Parameters
+    ----------
+    slices
+        torch tensor ``(N, C, Y, X)``.
+    size
+        Side of the network input.
+    nearest
+        Nearest-neighbour (masks) instead of antialiased bilinear (images).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, size, size)``.
+    """
+    from torch.nn import functional as F
+
+    top, bottom, left, right = _square_pads(*slices.shape[-2:])
+    if top or bottom or left or right:
+        slices = F.pad(slices, (left, right, top, bottom))
+    if slices.shape[-1] == size:
+        return slices
+    if nearest:
+        return F.interpolate(slices, size=(size, size), mode="nearest")
+    return F.interpolate(
+        slices, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+def from_input(maps, shape: tuple[int, int]):
+    """Inverse of :func:`to_input` for maps: ``(N, C, S, S) -> (N, C, Y, X)`` (bilinear)."""
+    from torch.nn import functional as F
+
+    y, x = shape
+    side = max(y, x)
+    if maps.shape[-1] != side:
+        maps = F.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False)
+    top, _, left, _ = _square_pads(y, x)
+    return maps[..., top : top + y, left : left + x]

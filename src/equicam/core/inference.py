@@ -1,0 +1,187 @@
+"""CAM inference over a volume, as a generator that yields progress and returns the maps.
+
+The evaluation protocol of the method, per axial slice: the tumour map (CAM, Grad-CAM or
+Grad-CAM++), ReLU, resize back to the slice, min-max to [0, 1], multiplied by the predicted
+class (a slice the classifier calls healthy gets an all-zero map). Slices without brain are
+skipped. Maps of several modalities are then fused (:mod:`equicam.core.fusion`).
+
+Grad-CAM and Grad-CAM++ differentiate the tumour logit with respect to
+:meth:`CAMNet.features`, the last 3x3 conv block. Because the head is a 1x1 convolution
+followed by global average pooling, Grad-CAM at that layer equals the CAM up to a positive
+factor per slice (the Grad-CAM paper's own observation); Grad-CAM++ re-weights channels and
+differs.
+
+Run it in a thread worker (napari) or exhaust it with :func:`run_to_end`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from equicam.core.fusion import FUSIONS
+
+METHODS = ("cam", "gradcam", "gradcampp")
+METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` steps, and what is being done."""
+
+    done: int
+    total: int
+    message: str
+
+
+@dataclass
+class CamResult:
+    """Maps of one volume, all ``(Z, Y, X)`` float32 in [0, 1] in display order.
+
+    Attributes
+    ----------
+    method
+        ``cam``, ``gradcam`` or ``gradcampp``.
+    maps
+        Modality -> gated, normalised map.
+    fused
+        Fusion name -> fused map.
+    slice_prob
+        Modality -> ``(Z,)`` tumour probability of each slice (0 where not computed).
+    computed
+        ``(Z,)`` True for the slices that were computed.
+    """
+
+    method: str
+    maps: dict[str, np.ndarray]
+    fused: dict[str, np.ndarray] = field(default_factory=dict)
+    slice_prob: dict[str, np.ndarray] = field(default_factory=dict)
+    computed: np.ndarray | None = None
+
+    def all_maps(self) -> dict[str, np.ndarray]:
+        """Every map by evaluation name: modalities, then ``fused_<name>``."""
+        return {**self.maps, **{f"fused_{k}": v for k, v in self.fused.items()}}
+
+    def masks(self, threshold: float) -> dict[str, np.ndarray]:
+        """Pseudo-masks ``map >= threshold`` (uint8) of :meth:`all_maps`."""
+        return {k: (v >= threshold).astype(np.uint8) for k, v in self.all_maps().items()}
+
+
+def run_to_end(generator: Generator):
+    """Exhaust a progress generator and return its return value."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _tumour_maps(net, x, method: str):
+    """Raw tumour maps ``(N, S, S)`` and tumour probabilities ``(N,)`` for a batch."""
+    import torch
+
+    if method == "cam":
+        with torch.inference_mode():
+            cam = net(x)
+            probs = torch.softmax(cam.mean(dim=(2, 3)), dim=1)[:, 1]
+            return torch.relu(cam[:, 1]), probs
+    with torch.enable_grad():
+        features = net.features(x).detach().requires_grad_(True)
+        cam = net.head(features)
+        logits = cam.mean(dim=(2, 3))
+        (grads,) = torch.autograd.grad(logits[:, 1].sum(), features)
+    features, probs = features.detach(), torch.softmax(logits.detach(), dim=1)[:, 1]
+    if method == "gradcam":
+        weights = grads.mean(dim=(2, 3), keepdim=True)
+    elif method == "gradcampp":
+        g2, g3 = grads**2, grads**3
+        denominator = 2 * g2 + features.sum(dim=(2, 3), keepdim=True) * g3
+        alpha = torch.where(grads != 0, g2 / (denominator + 1e-12), torch.zeros_like(g2))
+        weights = (alpha * torch.relu(grads)).sum(dim=(2, 3), keepdim=True)
+    else:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    return torch.relu((weights * features).sum(dim=1)), probs
+
+
+def cam_volume(
+    model,
+    images: dict[str, np.ndarray],
+    *,
+    method: str = "cam",
+    slices: Sequence[int] | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+    fusions: Sequence[str] = ("mean", "max"),
+) -> Generator[Progress, None, CamResult]:
+    """Compute the maps of a volume, yielding :class:`Progress` after each batch.
+
+    Parameters
+    ----------
+    model
+        A :class:`~equicam.core.model.MultiModalCAM` (any device; moved to ``device``).
+    images
+        Modality -> normalised volume ``(Z, Y, X)`` (see :func:`preprocess.normalise_volume`);
+        modalities without a network are ignored.
+    method
+        ``cam``, ``gradcam`` or ``gradcampp``.
+    slices
+        Slice indices to compute (e.g. the current slice); default every slice with brain.
+    device
+        A torch device string.
+    batch_size
+        Slices per forward pass.
+    fusions
+        Names from :data:`FUSIONS`.
+
+    Returns
+    -------
+    CamResult
+        The generator's return value.
+    """
+    import torch
+
+    from equicam.core.preprocess import from_input, to_input
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    unknown = [f for f in fusions if f not in FUSIONS]
+    if unknown:
+        raise ValueError(f"unknown fusions {unknown}; use some of {', '.join(FUSIONS)}")
+    names = [m for m in model.modalities if m in images]
+    if not names:
+        raise ValueError(
+            f"the model has networks for {', '.join(model.modalities)}; none of them was given"
+        )
+    shape = images[names[0]].shape
+    has_brain = np.any([images[m].any(axis=(1, 2)) for m in names], axis=0)
+    wanted = range(shape[0]) if slices is None else slices
+    todo = [z for z in wanted if 0 <= z < shape[0] and has_brain[z]]
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    total = len(batches) * len(names)
+    model = model.to(device).eval()
+
+    maps = {m: np.zeros(shape, np.float32) for m in names}
+    probs = {m: np.zeros(shape[0], np.float32) for m in names}
+    done = 0
+    yield Progress(done, total, f"{METHOD_NAMES[method]} on {len(todo)} slices")
+    for m in names:
+        net = model.nets[m]
+        for batch in batches:
+            x = torch.from_numpy(np.ascontiguousarray(images[m][batch], np.float32))
+            x = to_input(x[:, None].to(device), model.config.input_size)
+            raw, p = _tumour_maps(net, x, method)
+            back = from_input(raw[:, None], shape[1:])[:, 0]
+            back = torch.relu(back).flatten(1)
+            low, high = back.min(dim=1, keepdim=True).values, back.max(dim=1, keepdim=True).values
+            norm = (back - low) / (high - low).clamp_min(1e-6)
+            norm = norm * (p > 0.5).float()[:, None]
+            maps[m][batch] = norm.view(-1, *shape[1:]).cpu().numpy()
+            probs[m][batch] = p.cpu().numpy()
+            done += 1
+            yield Progress(done, total, f"{m}: slices {batch[0]}-{batch[-1]}")
+    fused = {f: FUSIONS[f](list(maps.values())) for f in fusions}
+    computed = np.zeros(shape[0], bool)
+    computed[todo] = True
+    return CamResult(method, maps, fused, probs, computed)

@@ -1,0 +1,92 @@
+"""Checkpoints load without unpickling, and every wrong file is refused by name."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from equicam.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from equicam.core.model import ModelConfig, MultiModalCAM
+
+CONFIG = ModelConfig(modalities=("t1", "flair"), widths=(4, 8, 8, 8), input_size=32)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = MultiModalCAM(CONFIG)
+    path = save_checkpoint(tmp_path / "tiny.safetensors", model, {"threshold": 0.4})
+    return path, model
+
+
+def test_round_trip_keeps_weights_and_metadata(saved, tmp_path):
+    path, model = saved
+    loaded, meta = load_checkpoint(path, modalities=["flair"])
+    assert meta["threshold"] == 0.4 and meta["model"] == CONFIG.to_dict()
+    assert loaded.config == CONFIG and not loaded.training
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]
+
+
+def test_a_pickle_is_refused_without_being_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "evil.safetensors"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="never unpickled") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+    assert not marker.exists()
+
+
+def test_wrong_files_are_refused_by_name(saved, tmp_path):
+    path, _ = saved
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:100])
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign)
+    cases = {
+        truncated: "not a readable safetensors",
+        foreign: "without equicam metadata",
+        tmp_path / "missing.safetensors": "no such checkpoint",
+    }
+    for bad, message in cases.items():
+        with pytest.raises(CheckpointError, match=message) as error:
+            load_checkpoint(bad)
+        assert str(bad) in str(error.value)
+
+
+def test_other_modalities_or_architecture_are_refused(saved, tmp_path):
+    path, model = saved
+    with pytest.raises(CheckpointError, match="not for t2"):
+        load_checkpoint(path, modalities=["t1", "t2"])
+    other = tmp_path / "other.safetensors"
+    state = dict(model.state_dict())
+    meta = {"format": 1, "model": {**CONFIG.to_dict(), "widths": [8, 16, 16, 16]}}
+    save_file(state, other, metadata={"equicam": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_checkpoint(other)
+    fewer = tmp_path / "fewer.safetensors"
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("nets.flair")}
+    save_file(
+        state, fewer, metadata={"equicam": json.dumps({"format": 1, "model": CONFIG.to_dict()})}
+    )
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(fewer)
+
+
+def test_bundled_names_resolve_or_say_they_are_missing():
+    for name in ("equivariant", "baseline"):
+        try:
+            model, meta = load_checkpoint(name)
+        except CheckpointError as error:
+            assert "is not installed" in str(error)
+        else:
+            assert set(model.modalities) == {"t1", "t1ce", "t2", "flair"}
+            assert 0 < meta["threshold"] < 1

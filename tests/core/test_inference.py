@@ -1,0 +1,122 @@
+"""The inference generator: protocol, gating, skipping, progress, Grad-CAM vs Captum."""
+
+import numpy as np
+import pytest
+import torch
+
+from equicam.core.inference import Progress, _tumour_maps, cam_volume, run_to_end
+from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.preprocess import to_input
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(1)
+    config = ModelConfig(modalities=("t1", "flair"), widths=(4, 8, 8, 8), input_size=32)
+    model = MultiModalCAM(config).eval()
+    with torch.no_grad():  # a tumour-leaning head so that most slices are called positive
+        for net in model.nets.values():
+            net.head.weight[1] += 0.5
+    return model
+
+
+@pytest.fixture
+def volume():
+    rng = np.random.default_rng(0)
+    images = {m: rng.standard_normal((6, 40, 36)).astype(np.float32) for m in ("t1", "flair")}
+    for v in images.values():
+        v[0] = 0.0  # a slice without brain
+    return images
+
+
+def test_generator_yields_monotone_progress_then_returns_maps(model, volume):
+    steps = list(_drain(cam_volume(model, volume, batch_size=2)))
+    assert all(isinstance(s, Progress) for s in steps)
+    assert [s.done for s in steps] == sorted(s.done for s in steps)
+    assert steps[-1].done == steps[-1].total == 2 * 3  # 5 brain slices in batches of 2, x2
+    result = run_to_end(cam_volume(model, volume, batch_size=2, fusions=("mean", "max")))
+    assert set(result.all_maps()) == {"t1", "flair", "fused_mean", "fused_max"}
+    for m in result.all_maps().values():
+        assert m.shape == (6, 40, 36) and m.dtype == np.float32
+        assert m.min() >= 0 and m.max() <= 1
+    assert not result.computed[0] and result.computed[1:].all()
+    assert not result.maps["t1"][0].any()
+    masks = result.masks(0.5)
+    assert masks["t1"].dtype == np.uint8 and set(np.unique(masks["t1"])) <= {0, 1}
+
+
+def _drain(gen):
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration:
+            return
+
+
+def test_cam_is_the_gated_normalised_tumour_channel(model, volume):
+    result = run_to_end(cam_volume(model, volume, slices=[3]))
+    net = model.nets["flair"]
+    x = to_input(torch.from_numpy(volume["flair"][3:4, None]), 32)
+    with torch.no_grad():
+        cam = net(x)
+    positive = bool(cam.mean(dim=(2, 3)).argmax(dim=1) == 1)
+    computed = result.maps["flair"][3]
+    assert result.computed.sum() == 1 and not result.maps["flair"][2].any()
+    if positive:
+        assert computed.max() == pytest.approx(1.0) and computed.min() == pytest.approx(0.0)
+        # Same ranking of pixels as the raw tumour channel (resized back).
+        raw = torch.nn.functional.interpolate(
+            torch.relu(cam[:, 1:2]), size=(40, 40), mode="bilinear"
+        )
+        raw = raw[0, 0, :, 2:38].numpy()
+        assert np.corrcoef(raw.ravel(), computed.ravel())[0, 1] > 0.99
+    else:
+        assert not computed.any()
+
+
+def test_a_slice_called_healthy_gets_a_zero_map(volume):
+    torch.manual_seed(0)
+    config = ModelConfig(modalities=("flair",), widths=(4, 8, 8, 8), input_size=32)
+    healthy = MultiModalCAM(config).eval()
+    with torch.no_grad():
+        healthy.nets["flair"].head.weight[1] = -healthy.nets["flair"].head.weight[1].abs() - 1
+        healthy.nets["flair"].head.weight[0] = healthy.nets["flair"].head.weight[0].abs() + 1
+    result = run_to_end(cam_volume(healthy, volume))
+    assert (result.slice_prob["flair"] < 0.5).all()
+    assert not result.maps["flair"].any()
+
+
+def test_gradcam_equals_cam_up_to_scale_and_gradcampp_differs(model):
+    x = torch.randn(3, 1, 32, 32)
+    net = model.nets["t1"]
+    cam, _ = _tumour_maps(net, x, "cam")
+    gradcam, _ = _tumour_maps(net, x, "gradcam")
+    gradcampp, _ = _tumour_maps(net, x, "gradcampp")
+    for a, b in zip(cam, gradcam, strict=True):
+        if a.max() > 0:
+            torch.testing.assert_close(a / a.max(), b / b.max(), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(
+        gradcampp / gradcampp.amax(dim=(1, 2), keepdim=True),
+        cam / cam.amax(dim=(1, 2), keepdim=True),
+    )
+
+
+def test_our_gradcam_agrees_with_captum(model):
+    from captum.attr import LayerGradCam
+
+    net = model.nets["flair"]
+    x = torch.randn(4, 1, 32, 32)
+
+    def logits(inputs):
+        return net(inputs).mean(dim=(2, 3))
+
+    theirs = LayerGradCam(logits, net.last).attribute(x, target=1, relu_attributions=True)
+    ours, _ = _tumour_maps(net, x, "gradcam")
+    torch.testing.assert_close(ours, theirs[:, 0].detach(), atol=1e-6, rtol=1e-4)
+
+
+def test_unknown_method_or_modalities_are_refused(model, volume):
+    with pytest.raises(ValueError, match="unknown method"):
+        run_to_end(cam_volume(model, volume, method="lime"))
+    with pytest.raises(ValueError, match="none of them was given"):
+        run_to_end(cam_volume(model, {"t2": volume["t1"]}))
