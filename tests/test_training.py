@@ -1,0 +1,160 @@
+"""Training: smoke run, checkpoint, resume, DDP with two gloo processes, config handling."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from equicam.core.checkpoint import load_checkpoint
+from training.train import load_config, parse_override, train
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "training" / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """A cache in the `equicam prepare` format: 6 patients x 8 slices, a bright square = tumour."""
+    root = tmp_path_factory.mktemp("cache")
+    rng = np.random.default_rng(0)
+    n_cases, per_case, size = 6, 8, 32
+    n = n_cases * per_case
+    images = rng.normal(0, 0.3, (n, 4, size, size)).astype(np.float16)
+    masks = np.zeros((n, size, size), np.uint8)
+    labels = np.zeros(n, np.uint8)
+    for i in range(n):
+        if i % 2:
+            y, x = rng.integers(4, 20, 2)
+            masks[i, y : y + 8, x : x + 8] = 1
+            images[i, :, y : y + 8, x : x + 8] += np.float16(2.0)
+            labels[i] = 1
+    cases = [f"P{i}" for i in range(n_cases)]
+    np.save(root / "images.npy", images)
+    np.save(root / "masks.npy", masks)
+    np.save(root / "labels.npy", labels)
+    np.save(root / "case_index.npy", np.repeat(np.arange(n_cases, dtype=np.int32), per_case))
+    np.save(root / "slice_index.npy", np.tile(np.arange(per_case, dtype=np.int16), n_cases))
+    (root / "splits").mkdir()
+    for split, ids in {"train": cases[:4], "val": cases[4:5], "test": cases[5:]}.items():
+        (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    meta = {"modalities": ["t1", "t1ce", "t2", "flair"], "size": size, "cases": cases}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def _overrides(cache, run_dir, *extra):
+    return [
+        f"data.cache='{cache}'",
+        f"train.run_dir='{run_dir}'",
+        "model.widths=[4, 8, 8, 8]",
+        "model.input_size=32",
+        "train.batch_size=8",
+        "train.log_every=1000",
+        "train.lr=0.003",
+        *extra,
+    ]
+
+
+def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny_cache, tmp_path):
+    config = load_config(
+        CONFIGS / "cpu_full.toml", _overrides(tiny_cache, tmp_path, "train.epochs=3")
+    )
+    path = train(config)
+    model, meta = load_checkpoint(path, modalities=["flair"])
+    assert meta["variant"] == "full" and 0.2 <= meta["threshold"] <= 0.8
+    assert meta["config"]["loss"]["cmer"] == 1.0 and meta["model"]["widths"] == [4, 8, 8, 8]
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    first = np.mean([v["total"] for v in history[0]["loss"].values()])
+    last = np.mean([v["total"] for v in history[-1]["loss"].values()])
+    assert last < first
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert set(meta["thresholds"]) >= {"t1", "flair", "fused_mean", "fused_max"}
+
+
+def test_resume_continues_after_the_last_epoch(tiny_cache, tmp_path, capsys):
+    train(
+        load_config(
+            CONFIGS / "cpu_baseline.toml", _overrides(tiny_cache, tmp_path, "train.epochs=1")
+        )
+    )
+    train(
+        load_config(
+            CONFIGS / "cpu_baseline.toml",
+            _overrides(tiny_cache, tmp_path, "train.epochs=2", "train.resume=true"),
+        )
+    )
+    assert "resumed after epoch 1" in capsys.readouterr().out
+    epochs = [
+        json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == [1, 2]
+
+
+def test_two_gloo_processes_end_with_identical_weights(tiny_cache, tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "training.train",
+        "--config",
+        str(CONFIGS / "cpu_full.toml"),
+        *_overrides(
+            tiny_cache,
+            tmp_path,
+            "train.epochs=1",
+            "train.save_rank_states=true",
+            "train.device='cpu'",
+        ),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = load_file(tmp_path / "rank0_parameters.safetensors")
+    rank1 = load_file(tmp_path / "rank1_parameters.safetensors")
+    assert rank0.keys() == rank1.keys() and len(rank0) > 10
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
+    assert (tmp_path / "checkpoint.safetensors").is_file()
+
+
+def test_config_overrides_parse_and_bad_keys_are_refused():
+    assert parse_override("train.epochs=2") == {"train": {"epochs": 2}}
+    assert parse_override("model.widths=[8, 16]") == {"model": {"widths": [8, 16]}}
+    assert parse_override("data.cache=some/path") == {"data": {"cache": "some/path"}}
+    config = load_config(CONFIGS / "cpu_baseline.toml", ["loss.er=0.5"])
+    assert config["loss"]["er"] == 0.5 and config["loss"]["kl"] == 0.0
+    assert config["model"]["input_size"] == 96
+    with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
+        load_config(CONFIGS / "cpu_full.toml", ["train.epoch=3"])
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_override("epochs")
+
+
+@pytest.mark.parametrize("family", ["paper", "cpu"])
+def test_every_variant_config_loads(family):
+    weights = {}
+    for variant in ("baseline", "er", "kl", "er_kl", "full"):
+        config = load_config(CONFIGS / f"{family}_{variant}.toml")
+        assert config["variant"] == variant
+        weights[variant] = tuple(config["loss"][k] for k in ("kl", "er", "cmer"))
+    assert weights == {
+        "baseline": (0, 0, 0),
+        "er": (0, 1, 0),
+        "kl": (0.5, 0, 0),
+        "er_kl": (0.5, 1, 0),
+        "full": (0.5, 1, 1),
+    }

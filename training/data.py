@@ -1,0 +1,63 @@
+"""The slice cache of ``equicam prepare`` as a torch dataset, split by patient."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class SliceCache(Dataset):
+    """Slices of one split: ``(images (M, S, S) float32, label long)``.
+
+    Parameters
+    ----------
+    cache
+        Folder written by ``equicam prepare``.
+    split
+        ``train``, ``val`` or ``test``.
+    modalities
+        Modalities to return, in this order; each must be in the cache.
+    """
+
+    def __init__(self, cache: str | Path, split: str, modalities) -> None:
+        self.root = Path(cache)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{meta_path}: no slice cache here; run `equicam prepare` first"
+            )
+        self.meta = json.loads(meta_path.read_text())
+        missing = [m for m in modalities if m not in self.meta["modalities"]]
+        if missing:
+            raise ValueError(f"{self.root}: the cache has no {', '.join(missing)}")
+        self.channels = [self.meta["modalities"].index(m) for m in modalities]
+        self.modalities = list(modalities)
+        ids = (self.root / "splits" / f"{split}.txt").read_text().split()
+        self.case_ids = ids
+        wanted = np.array([self.meta["cases"].index(i) for i in ids], dtype=np.int32)
+        case_index = np.load(self.root / "case_index.npy")
+        self.indices = np.flatnonzero(np.isin(case_index, wanted))
+        self.case_index = case_index[self.indices]
+        self.labels = np.load(self.root / "labels.npy")[self.indices]
+        self.images = np.load(self.root / "images.npy", mmap_mode="r")
+        self.size = int(self.meta["size"])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int):
+        row = self.indices[item]
+        x = torch.from_numpy(self.images[row, self.channels].astype(np.float32))
+        return x, int(self.labels[item])
+
+    def case_slices(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """A case's cached slices ``(n, M, S, S)`` float32 and their masks ``(n, S, S)``."""
+        case = self.meta["cases"].index(case_id)
+        rows = self.indices[self.case_index == case]
+        images = self.images[rows][:, self.channels].astype(np.float32)
+        masks = np.load(self.root / "masks.npy", mmap_mode="r")[rows]
+        return images, np.asarray(masks)

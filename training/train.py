@@ -1,0 +1,387 @@
+"""Train the per-modality CAM networks with the method's losses.
+
+    python -m training.train --config training/configs/cpu_full.toml [key=value ...]
+    torchrun --nproc_per_node N -m training.train --config ... (DDP: nccl on GPU, gloo on CPU)
+
+Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/cache``.
+A run folder receives ``checkpoint.safetensors`` (each modality's network from its best
+validation-accuracy epoch, with the threshold chosen on validation), ``metrics.jsonl``,
+``curves.png`` and ``last_state.pt`` (to resume with ``train.resume=true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from equicam.core.checkpoint import save_checkpoint
+from equicam.core.device import resolve_device
+from equicam.core.evaluation import SWEEP
+from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.losses import TERMS, LossWeights, method_losses
+from equicam.core.metrics import dice
+from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.preprocess import NORMALISATION, to_input
+from equicam.core.transforms import apply_transform, sample_transform
+from training.data import SliceCache
+
+DEFAULTS: dict = {
+    "name": "run",
+    "variant": "full",
+    "data": {"cache": "data/cache"},
+    "model": {
+        "modalities": ["t1", "t1ce", "t2", "flair"],
+        "widths": [64, 128, 256, 256],
+        "input_size": 240,
+    },
+    "loss": {"cls": 1.0, "kl": 0.5, "er": 1.0, "cmer": 1.0, "temperature": 10.0},
+    "train": {
+        "epochs": 30,
+        "batch_size": 16,
+        "lr": 5e-5,
+        "weight_decay": 0.5,
+        "seed": 0,
+        "num_workers": 0,
+        "device": "auto",
+        "amp": True,
+        "max_steps": 0,
+        "log_every": 20,
+        "run_dir": "",
+        "resume": False,
+        "save_rank_states": False,
+        "threads": 0,
+    },
+}
+
+
+def _merge(base: dict, update: dict, where: str = "") -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if key not in base:
+            raise ValueError(f"unknown config key '{where}{key}'")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key '{where}{key}' must be a table")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict:
+    data = tomllib.loads(path.read_text())
+    parent = data.pop("base", None)
+    if parent is None:
+        return data
+    merged = _read_toml(path.parent / parent)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict:
+    """``a.b=value`` -> ``{"a": {"b": value}}``; the value is read as TOML, else a string."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(path: str | Path, overrides=()) -> dict:
+    """A config file (with its ``base`` chain) over :data:`DEFAULTS`, then the overrides."""
+    config = _merge(DEFAULTS, _read_toml(Path(path)))
+    for text in overrides:
+        config = _merge(config, parse_override(text))
+    return config
+
+
+class PairForward(nn.Module):
+    """One forward for x and Ax, so that DDP sees one forward per backward."""
+
+    def __init__(self, model: MultiModalCAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: dict, ax: dict):
+        return self.model(x), self.model(ax)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _accuracy(model: MultiModalCAM, data: SliceCache, device: str, size: int) -> dict:
+    model.eval()
+    correct = dict.fromkeys(model.modalities, 0)
+    loader = DataLoader(data, batch_size=64)
+    with torch.inference_mode():
+        for x, y in loader:
+            x = to_input(x.to(device), size)
+            cams = model({m: x[:, i : i + 1] for i, m in enumerate(model.modalities)})
+            for m, cam in cams.items():
+                correct[m] += int((cam.mean(dim=(2, 3)).argmax(dim=1).cpu() == y).sum())
+    return {m: c / max(1, len(data)) for m, c in correct.items()}
+
+
+def choose_thresholds(model: MultiModalCAM, data: SliceCache, device: str) -> dict:
+    """Mean 3-D Dice per map and threshold over the split's patients; best threshold per map."""
+    scores: dict[str, dict[float, list]] = {}
+    for case_id in data.case_ids:
+        images, masks = data.case_slices(case_id)
+        if not masks.any():
+            continue
+        volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
+        result = run_to_end(
+            cam_volume(model, volume, device=device, fusions=("mean", "max", "geometric"))
+        )
+        for name, maps in result.all_maps().items():
+            for t in SWEEP:
+                scores.setdefault(name, {}).setdefault(t, []).append(dice(maps >= t, masks > 0))
+    best = {}
+    for name, by_t in scores.items():
+        t, values = max(by_t.items(), key=lambda kv: np.mean(kv[1]))
+        best[name] = {"threshold": t, "dice": float(np.mean(values))}
+    return best
+
+
+def _plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = [h["epoch"] for h in history]
+    for m in history[0]["loss"]:
+        left.plot(epochs, [h["loss"][m]["total"] for h in history], marker="o", label=m)
+        right.plot(epochs, [h["val_accuracy"][m] for h in history], marker="o", label=m)
+    left.set(xlabel="epoch", ylabel="training loss (total)", title="loss")
+    right.set(xlabel="epoch", ylabel="validation accuracy", title="slice classification")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(config: dict) -> Path:
+    """Run one training; returns the checkpoint path (rank 0) or the run folder."""
+    cfg = config["train"]
+    rank, world = _distributed()
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    device = resolve_device(cfg["device"])
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    run_dir = Path(cfg["run_dir"] or f"runs/{config['name']}")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    _seed_everything(int(cfg["seed"]))
+
+    model_cfg = ModelConfig(
+        modalities=tuple(config["model"]["modalities"]),
+        widths=tuple(config["model"]["widths"]),
+        input_size=int(config["model"]["input_size"]),
+    )
+    weights = LossWeights(**config["loss"])
+    train_data = SliceCache(config["data"]["cache"], "train", model_cfg.modalities)
+    val_data = SliceCache(config["data"]["cache"], "val", model_cfg.modalities)
+    model = MultiModalCAM(model_cfg).to(device)
+    use_cuda = device.startswith("cuda")
+    if use_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    pair = PairForward(model)
+    if world > 1:
+        pair = nn.parallel.DistributedDataParallel(
+            pair, device_ids=[int(device.split(":")[1])] if use_cuda else None
+        )
+    optimizers = {
+        m: torch.optim.AdamW(
+            model.nets[m].parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+        )
+        for m in model.modalities
+    }
+    history, best, best_acc, start = [], {}, dict.fromkeys(model.modalities, -1.0), 0
+    state_path = run_dir / "last_state.pt"
+    if cfg["resume"] and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        for m, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][m])
+        best, best_acc, start = state["best"], state["best_acc"], state["epoch"]
+        history = json.loads(state["history"])
+        if rank == 0:
+            print(f"resumed after epoch {start}")
+
+    generator = torch.Generator().manual_seed(int(cfg["seed"]))
+    for epoch in range(start, int(cfg["epochs"])):
+        sampler = (
+            DistributedSampler(train_data, world, rank, seed=int(cfg["seed"]))
+            if world > 1
+            else None
+        )
+        if sampler:
+            sampler.set_epoch(epoch)
+        shuffle = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + epoch)
+        loader = DataLoader(
+            train_data,
+            batch_size=int(cfg["batch_size"]),
+            sampler=sampler,
+            shuffle=sampler is None,
+            generator=None if sampler else shuffle,
+            num_workers=int(cfg["num_workers"]),
+            drop_last=True,
+        )
+        model.train()
+        sums = {m: dict.fromkeys((*TERMS, "total"), 0.0) for m in model.modalities}
+        correct = dict.fromkeys(model.modalities, 0)
+        seen, tic = 0, time.perf_counter()
+        for steps, (x, y) in enumerate(loader, 1):
+            x, y = to_input(x.to(device), model_cfg.input_size), y.to(device)
+            t = sample_transform(generator, model_cfg.input_size)
+            ax = apply_transform(x, t)
+            xs = {m: x[:, i : i + 1] for i, m in enumerate(model.modalities)}
+            axs = {m: ax[:, i : i + 1] for i, m in enumerate(model.modalities)}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg["amp"]):
+                cams_x, cams_ax = pair(xs, axs)
+                losses = method_losses(cams_x, cams_ax, y, t, weights)
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            sum(terms["total"] for terms in losses.values()).backward()
+            for opt in optimizers.values():
+                opt.step()
+            for m, terms in losses.items():
+                for k, v in terms.items():
+                    sums[m][k] += float(v.detach()) * len(y)
+                correct[m] += int((cams_x[m].mean(dim=(2, 3)).argmax(dim=1) == y).sum())
+            seen += len(y)
+            if rank == 0 and steps % int(cfg["log_every"]) == 0:
+                rate = seen * world / (time.perf_counter() - tic)
+                mean_total = np.mean([sums[m]["total"] / seen for m in sums])
+                print(
+                    f"epoch {epoch + 1} step {steps}/{len(loader)} loss {mean_total:.4f} "
+                    f"{rate:.1f} slices/s",
+                    flush=True,
+                )
+            if cfg["max_steps"] and steps >= int(cfg["max_steps"]):
+                break
+        val_acc = _accuracy(model, val_data, device, model_cfg.input_size)
+        for m in model.modalities:
+            if val_acc[m] >= best_acc[m]:
+                best_acc[m] = val_acc[m]
+                best[m] = {k: v.detach().clone() for k, v in model.nets[m].state_dict().items()}
+        record = {
+            "epoch": epoch + 1,
+            "seconds": round(time.perf_counter() - tic, 1),
+            "slices": seen * world,
+            "loss": {m: {k: v / max(1, seen) for k, v in s.items()} for m, s in sums.items()},
+            "train_accuracy": {m: c / max(1, seen) for m, c in correct.items()},
+            "val_accuracy": val_acc,
+        }
+        history.append(record)
+        if rank == 0:
+            print(
+                f"epoch {epoch + 1}: val accuracy "
+                + " ".join(f"{m} {a:.3f}" for m, a in val_acc.items()),
+                flush=True,
+            )
+            with open(run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            _plot(history, run_dir / "curves.png")
+            torch.save(
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizers": {m: o.state_dict() for m, o in optimizers.items()},
+                    "best": best,
+                    "best_acc": best_acc,
+                    "history": json.dumps(history),
+                },
+                state_path,
+            )
+
+    if cfg["save_rank_states"]:
+        from safetensors.torch import save_file
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        params = {k: v.detach().cpu().contiguous() for k, v in model.named_parameters()}
+        save_file(params, run_dir / f"rank{rank}_parameters.safetensors")
+    if world > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        torch.distributed.destroy_process_group()
+        return run_dir
+
+    for m, state in best.items():
+        model.nets[m].load_state_dict(state)
+    model.eval()
+    chosen = choose_thresholds(model, val_data, device)
+    default = chosen.get("fused_mean", {"threshold": 0.5})["threshold"]
+    meta = {
+        "variant": config["variant"],
+        "config": config,
+        "preprocessing": NORMALISATION,
+        "threshold": default,
+        "thresholds": {k: v["threshold"] for k, v in chosen.items()},
+        "val_dice": {k: v["dice"] for k, v in chosen.items()},
+        "val_accuracy": best_acc,
+        "data": {
+            "cache": str(config["data"]["cache"]),
+            "source": train_data.meta.get("source"),
+            "train_cases": len(train_data.case_ids),
+            "val_cases": len(val_data.case_ids),
+            "train_slices": len(train_data),
+        },
+        "epochs": len(history),
+    }
+    path = save_checkpoint(run_dir / "checkpoint.safetensors", model.cpu(), meta)
+    print(
+        f"wrote {path} (threshold {default}, val Dice "
+        + " ".join(f"{k} {v['dice']:.3f}" for k, v in chosen.items())
+        + ")",
+        flush=True,
+    )
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return path
+
+
+def main(argv=None) -> None:
+    """Command line: ``--config FILE [key=value ...]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a TOML file in training/configs/")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    train(load_config(args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()
