@@ -89,3 +89,17 @@ def test_cases_without_segmentation_are_skipped_with_a_warning(synthetic_cases, 
     assert any(
         issubclass(w.category, CaseWarning) and first.case_id in str(w.message) for w in caught
     )
+
+
+def test_prepare_reads_every_brats_layout(tmp_path):
+    from tests.conftest import write_case
+
+    write_case(tmp_path / "data" / "a", layout="brats2023", case_id="BraTS-GLI-00001-000")
+    write_case(tmp_path / "data" / "b", layout="brats2021", case_id="BraTS2021_00001", ext=".nii")
+    write_case(tmp_path / "data" / "msd", layout="decathlon", case_id="BRATS_001")
+    meta = prepare(tmp_path / "data", tmp_path / "cache", size=16, log=lambda line: None)
+    assert meta["cases"] == ["BRATS_001", "BraTS-GLI-00001-000", "BraTS2021_00001"]
+    labels = np.load(tmp_path / "cache" / "labels.npy")
+    # write_case's tumour slabs all lie at k = 2, 3 on the superior (third) file axis.
+    assert labels.reshape(3, -1).sum(axis=1).tolist() == [2, 2, 2]
+    assert np.load(tmp_path / "cache" / "slice_index.npy")[labels == 1].tolist() == [2, 3] * 3
