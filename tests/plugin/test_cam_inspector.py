@@ -1,0 +1,158 @@
+"""The CAM inspector, driven through its own controls in a real napari viewer."""
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from napari.utils.notifications import notification_manager
+
+from equicam.core.brats import load_case
+from equicam.core.checkpoint import save_checkpoint
+from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.plugin.sample_data import SAMPLE_CASE
+from equicam.plugin.widgets.cam_inspector import CHECKPOINT_FILE, CamInspector
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32))
+    with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
+        for net in model.nets.values():
+            net.head.weight[1] += 0.3
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, {"threshold": 0.5}
+    )
+
+
+@pytest.fixture
+def inspector(make_napari_viewer, tmp_path, tiny_checkpoint):
+    case = shutil.copytree(SAMPLE_CASE, tmp_path / SAMPLE_CASE.name)
+    viewer = make_napari_viewer()
+    viewer.open(str(case), plugin="napari-equicam")
+    widget = CamInspector(viewer)
+    viewer.window.add_dock_widget(widget, name="CAM inspector")
+    widget.model.value = CHECKPOINT_FILE
+    widget.checkpoint.value = tiny_checkpoint
+    widget.device.value = "cpu"
+    viewer.dims.current_step = (40, 0, 0)
+    return viewer, widget, case
+
+
+def _run_volume(qtbot, widget):
+    widget.run_volume.native.click()
+    qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=60_000)
+
+
+def test_pickers_fill_from_the_open_scans(inspector):
+    _, widget, _ = inspector
+    assert {m: p.value for m, p in widget.pickers.items()} == {
+        "t1": "T1",
+        "t1ce": "T1ce",
+        "t2": "T2",
+        "flair": "FLAIR",
+    }
+    assert widget.device.choices[:2] == ("auto", "cpu")
+    assert not widget.checkpoint.native.isHidden()
+
+
+def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(inspector, qtbot):
+    viewer, widget, case = inspector
+    widget.run_slice.native.click()
+    cam = viewer.layers["CAM fused mean (tiny)"]
+    scan = viewer.layers["FLAIR"]
+    assert cam.data.shape == scan.data.shape
+    np.testing.assert_allclose(cam.scale, scan.scale)
+    assert cam.blending == "additive" and cam.colormap.name == "inferno"
+    assert cam.metadata["equicam"]["geometry"] is scan.metadata["equicam"]["geometry"]
+    computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
+    assert computed.tolist() == [40]
+    for m in ("T1", "T1ce", "T2", "FLAIR"):
+        assert f"CAM {m} (tiny)" in viewer.layers and f"mask {m} (tiny)" in viewer.layers
+    mask = viewer.layers["mask fused mean (tiny)"]
+    np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
+
+    _run_volume(qtbot, widget)
+    computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
+    assert len(computed) > 20
+    widget.threshold.value = 0.3
+    np.testing.assert_array_equal(viewer.layers["mask fused mean (tiny)"].data, cam.data >= 0.3)
+
+
+def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector):
+    viewer, widget, _ = inspector
+    widget.run_slice.native.click()
+    mask = viewer.layers["mask fused mean (tiny)"]
+    before = mask.data.copy()
+    mask.brush_size = 3
+    mask.paint((40, 30, 30), 1)
+    assert mask.data[40, 30, 30] == 1 and not np.array_equal(mask.data, before)
+    mask.undo()
+    np.testing.assert_array_equal(mask.data, before)
+    mask.paint((40, 60, 60), 1)
+    edited = mask.data.copy()
+    viewer.layers.selection.active = mask
+    assert "unsaved edits" in widget.status.value and "cm³" in widget.status.value
+
+    widget.threshold.value = 0.7  # would rethreshold: the edited mask must survive
+    assert mask.name == "mask fused mean (tiny) edited"
+    np.testing.assert_array_equal(mask.data, edited)
+    fresh = viewer.layers["mask fused mean (tiny)"]
+    np.testing.assert_array_equal(fresh.data, viewer.layers["CAM fused mean (tiny)"].data >= 0.7)
+    widget.run_slice.native.click()  # a re-run keeps it too
+    np.testing.assert_array_equal(viewer.layers["mask fused mean (tiny) edited"].data, edited)
+
+
+def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, tmp_path):
+    viewer, widget, case = inspector
+    widget.run_slice.native.click()
+    mask = viewer.layers["mask FLAIR (tiny)"]
+    mask.paint((40, 50, 50), 1)
+    viewer.layers.selection.active = mask
+    widget.save.native.click()
+    saved = case / "BraTS2021_00000_mask_FLAIR_tiny.nii.gz"
+    assert saved.is_file() and "unsaved" not in widget.status.value
+    image = nib.load(saved)
+    scan = nib.load(case / "BraTS2021_00000_flair.nii.gz")
+    np.testing.assert_array_equal(image.affine, scan.affine)
+    geometry = load_case(case).geometry
+    np.testing.assert_array_equal(geometry.to_display(np.asarray(image.dataobj)), mask.data)
+
+    widget.save_path.value = case / "BraTS2021_00000_t1.nii.gz"
+    before = (case / "BraTS2021_00000_t1.nii.gz").read_bytes()
+    widget.save.native.click()
+    assert (case / "BraTS2021_00000_t1.nii.gz").read_bytes() == before
+
+
+def test_cancel_stops_a_whole_volume_run(inspector, qtbot):
+    viewer, widget, _ = inspector
+    widget.run_volume.native.click()
+    assert widget.cancel.enabled and not widget.run_volume.enabled
+    widget.cancel.native.click()
+    qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=60_000)
+    assert "CAM fused mean (tiny)" not in viewer.layers
+    assert not widget.cancel.enabled
+
+
+def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp_path):
+    viewer, widget, _ = inspector
+    bad = tmp_path / "model.safetensors"
+    torch.save({"w": torch.zeros(2)}, bad)
+    widget.checkpoint.value = bad
+    notification_manager.records.clear()
+    widget.run_slice.native.click()
+    messages = [str(n.message) for n in notification_manager.records]
+    assert any("never unpickled" in m and "model.safetensors" in m for m in messages)
+    assert widget.run_slice.enabled and "CAM fused mean (bad)" not in viewer.layers
+
+
+def test_compare_and_side_by_side(inspector):
+    viewer, widget, _ = inspector
+    widget.run_slice.native.click()
+    widget.compare.native.click()
+    rows = widget.table.value["data"]
+    assert len(rows) == 5 and all(0 <= row[1] <= 1 for row in rows)
+    widget.side_by_side.native.click()
+    assert viewer.canvas.grid.enabled
