@@ -74,7 +74,13 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     mask = viewer.layers["mask fused mean (tiny)"]
     np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
 
+    assert set(widget.plot.probabilities) == {"t1", "t1ce", "t2", "flair"}
+    assert np.flatnonzero(widget.plot.computed).tolist() == [40]
+    viewer.dims.current_step = (12, 0, 0)
+    assert widget.plot.current == 12
+
     _run_volume(qtbot, widget)
+    assert widget.plot.computed.sum() > 20
     computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
     assert len(computed) > 20
     widget.threshold.value = 0.3

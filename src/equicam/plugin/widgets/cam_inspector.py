@@ -22,6 +22,7 @@ from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
 from equicam.plugin.cam_layers import cam_layers, mask_layer_name, run_label, volume_cm3
 from equicam.plugin.layers import GROUND_TRUTH
+from equicam.plugin.widgets.slice_plot import SliceProbabilityPlot
 
 CHECKPOINT_FILE = "checkpoint file..."
 
@@ -56,6 +57,8 @@ class CamInspector(Container):
         self.save_path = FileEdit(label="save as", mode="w", filter="*.nii.gz")
         self.save = PushButton(text="Save selected mask")
         self.status = Label(value="")
+        self.plot = SliceProbabilityPlot()
+        self._plotted: tuple[str, dict, np.ndarray] | None = None
         self.extend(
             [
                 *self.pickers.values(),
@@ -68,6 +71,7 @@ class CamInspector(Container):
                 self.run_volume,
                 self.cancel,
                 self.threshold,
+                self.plot,
                 self.side_by_side,
                 self.compare,
                 self.table,
@@ -90,6 +94,9 @@ class CamInspector(Container):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_pickers)
         viewer.layers.selection.events.active.connect(self._show_status)
+        viewer.dims.events.current_step.connect(
+            lambda _e: self.plot.set_current(int(viewer.dims.current_step[0]))
+        )
         self._refresh_pickers()
 
     # --- inputs -------------------------------------------------------------------------
@@ -230,6 +237,22 @@ class CamInspector(Container):
             else:
                 self.viewer.add_image(data, **kwargs)
         self.update_masks()
+        self._update_plot(result, label)
+
+    def _update_plot(self, result, label: str) -> None:
+        """Merge this run's slice probabilities with earlier slices of the same run."""
+        if self._plotted is None or self._plotted[0] != label:
+            shape = result.computed.shape
+            self._plotted = (
+                label,
+                {m: np.zeros(shape) for m in result.slice_prob},
+                np.zeros(shape, bool),
+            )
+        _, probabilities, computed = self._plotted
+        for m, values in result.slice_prob.items():
+            probabilities[m][result.computed] = values[result.computed]
+        computed |= result.computed
+        self.plot.set_result(probabilities, computed)
 
     def update_masks(self, _value=None) -> None:
         """(Re)threshold every CAM into its mask; an edited mask is kept and a new one made."""
