@@ -36,6 +36,7 @@ class CamInspector(Container):
         super().__init__(labels=True)
         self.viewer = viewer
         self._models: dict = {}
+        self._normalised: tuple | None = None
         self._worker = None
         self._bar = None
         self.pickers = {
@@ -121,15 +122,19 @@ class CamInspector(Container):
                         break
 
     def _inputs(self) -> tuple[dict, Image]:
+        """Normalised volumes of the picked layers (cached: a slice click must be instant)."""
         chosen = {m: self.viewer.layers[p.value] for m, p in self.pickers.items() if p.value}
         if not chosen:
             raise ValueError("pick at least one modality layer")
         reference = next(iter(chosen.values()))
-        images = {m: np.asarray(layer.data, np.float32) for m, layer in chosen.items()}
-        if len({v.shape for v in images.values()}) > 1:
-            raise ValueError("the picked layers have different shapes")
-        brain = brain_mask(images)
-        return {m: normalise_volume(v, brain) for m, v in images.items()}, reference
+        key = tuple((m, id(layer.data)) for m, layer in chosen.items())
+        if self._normalised is None or self._normalised[0] != key:
+            images = {m: np.asarray(layer.data, np.float32) for m, layer in chosen.items()}
+            if len({v.shape for v in images.values()}) > 1:
+                raise ValueError("the picked layers have different shapes")
+            brain = brain_mask(images)
+            self._normalised = (key, {m: normalise_volume(v, brain) for m, v in images.items()})
+        return self._normalised[1], reference
 
     def _model(self):
         from equicam.core.checkpoint import load_checkpoint

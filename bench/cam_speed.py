@@ -1,0 +1,178 @@
+"""How fast is a CAM? The pipeline against the bare forward pass and against Captum.
+
+    .venv/bin/python bench/cam_speed.py [--checkpoint equivariant] [--device cpu] [--repeats 5]
+
+On a full-size synthetic case (four modalities, 240 x 240 x 155) it prints, as median
+(min-max) of ``--repeats`` runs, with the machine it ran on:
+
+1. whole volume: the core generator alone, and the ``equicam cam`` command (wall time and
+   peak memory of the process);
+2. current slice, four modalities, as the CAM inspector computes it (normalised volumes
+   cached, one slice per modality);
+3. the limit: the bare batched forward pass of the same networks on the same slices, and
+   the ratio pipeline / bare;
+4. Captum's ``LayerGradCam`` on the same networks and slices, against our CAM and Grad-CAM,
+   and the largest difference between Captum's Grad-CAM and ours.
+Timing depends on the architecture only, so without a bundled checkpoint it uses the CPU
+default architecture with random weights (it says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from equicam.core.brats import load_case
+from equicam.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from equicam.core.inference import _tumour_maps, cam_volume, run_to_end
+from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.preprocess import brain_mask, normalise_volume, to_input
+from equicam.core.synth import write_case
+
+
+def timed(function, repeats: int) -> tuple[float, float, float]:
+    """Median, min and max wall time of ``function()`` in seconds (after one warm-up)."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times)
+
+
+def show(label: str, t: tuple[float, float, float], unit: str = "s") -> None:
+    scale = 1000.0 if unit == "ms" else 1.0
+    print(f"{label:52s} {t[0] * scale:8.3f} {unit} ({t[1] * scale:.3f}-{t[2] * scale:.3f})")
+
+
+def model_for(spec: str, folder: Path) -> tuple[Path, str]:
+    try:
+        load_checkpoint(spec)
+        return Path(spec), f"checkpoint {spec}"
+    except CheckpointError:
+        torch.manual_seed(0)
+        model = MultiModalCAM(ModelConfig(widths=(16, 32, 64, 64), input_size=96))
+        path = save_checkpoint(folder / "random.safetensors", model, {"threshold": 0.5})
+        return path, "random weights, CPU default architecture (widths 16-64, 96 px)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="equivariant")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    print(
+        f"machine: {platform.node()}, {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {args.device}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        case_dir = write_case(tmp, seed=0, index=0, size="full")
+        checkpoint, what = model_for(args.checkpoint, tmp)
+        print(f"model: {what}")
+        model, _ = load_checkpoint(checkpoint, device=args.device)
+        case = load_case(case_dir)
+        brain = brain_mask(case.images)
+        images = {m: normalise_volume(v, brain) for m, v in case.images.items()}
+        z = int(np.median(np.flatnonzero(case.whole_tumour.any(axis=(1, 2)))))
+        slices = [i for i in range(len(brain)) if brain[i].any()]
+        print(f"case: {case.geometry.display_shape}, {len(slices)} slices with brain")
+
+        volume = timed(
+            lambda: run_to_end(cam_volume(model, images, device=args.device)), args.repeats
+        )
+        show("1. whole volume, core generator (CAM)", volume)
+        command = [
+            sys.executable,
+            "-m",
+            "equicam.cli",
+            "cam",
+            str(case_dir),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp / "out"),
+            "--device",
+            args.device,
+        ]
+        show(
+            "1. whole volume, `equicam cam` (load, CAM, write)",
+            timed(lambda: subprocess.run(command, check=True, capture_output=True), args.repeats),
+        )
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"{'1. peak memory of `equicam cam`':52s} {peak:8.0f} MB")
+
+        current = timed(
+            lambda: run_to_end(cam_volume(model, images, slices=[z], device=args.device)),
+            args.repeats,
+        )
+        show("2. current slice, four modalities", current, "ms")
+
+        size = model.config.input_size
+        batch = {
+            m: to_input(torch.from_numpy(images[m][slices])[:, None], size).to(args.device)
+            for m in model.modalities
+        }
+
+        def bare():
+            with torch.inference_mode():
+                for m in model.modalities:
+                    for i in range(0, len(slices), 16):
+                        model.nets[m](batch[m][i : i + 16])
+
+        bare_t = timed(bare, args.repeats)
+        show("3. bare batched forward, same nets and slices", bare_t)
+        print(f"{'3. pipeline / bare':52s} {volume[0] / bare_t[0]:8.2f}")
+
+        from captum.attr import LayerGradCam
+
+        def ours(method):
+            def run():
+                for m in model.modalities:
+                    for i in range(0, len(slices), 16):
+                        _tumour_maps(model.nets[m], batch[m][i : i + 16], method)
+
+            return run
+
+        def captum():
+            for m in model.modalities:
+                net = model.nets[m]
+                layer = LayerGradCam(lambda x, net=net: net(x).mean(dim=(2, 3)), net.last)
+                for i in range(0, len(slices), 16):
+                    layer.attribute(batch[m][i : i + 16], target=1, relu_attributions=True)
+
+        captum_t = timed(captum, args.repeats)
+        cam_t, gradcam_t = timed(ours("cam"), args.repeats), timed(ours("gradcam"), args.repeats)
+        show("4. Captum LayerGradCam", captum_t)
+        show("4. our CAM (maps only)", cam_t)
+        show("4. our Grad-CAM (maps only)", gradcam_t)
+        print(f"{'4. speed-up of our CAM over Captum':52s} {captum_t[0] / cam_t[0]:8.2f}x")
+        print(
+            f"{'4. speed-up of our Grad-CAM over Captum':52s} {captum_t[0] / gradcam_t[0]:8.2f}x"
+        )
+        net, x = model.nets["flair"], batch["flair"][:16]
+        theirs = LayerGradCam(lambda v: net(v).mean(dim=(2, 3)), net.last).attribute(
+            x, target=1, relu_attributions=True
+        )[:, 0].detach()
+        mine, _ = _tumour_maps(net, x, "gradcam")
+        difference = float(
+            (theirs - mine).abs().max() / theirs.abs().max().clamp_min(1e-12)
+        )
+        print(f"{'4. max |Captum - ours| / max |Captum|, Grad-CAM':52s} {difference:8.1e}")
+
+
+if __name__ == "__main__":
+    main()
