@@ -30,7 +30,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def inspector(make_napari_viewer, tmp_path, tiny_checkpoint):
     case = shutil.copytree(SAMPLE_CASE, tmp_path / SAMPLE_CASE.name)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     viewer.open(str(case), plugin="napari-equicam")
     widget = CamInspector(viewer)
     viewer.window.add_dock_widget(widget, name="CAM inspector")
@@ -162,3 +162,29 @@ def test_compare_and_side_by_side(inspector):
     assert len(rows) == 5 and all(0 <= row[1] <= 1 for row in rows)
     widget.side_by_side.native.click()
     assert viewer.canvas.grid.enabled
+
+
+def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
+    from qtpy.QtGui import QCloseEvent
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    viewer, widget, _ = inspector
+    widget.run_slice.native.click()
+    mask = viewer.layers["mask fused mean (tiny)"]
+    mask.paint((40, 60, 60), 1)
+    assert widget.unsaved_masks() == ["mask fused mean (tiny)"]
+    asked = []
+
+    def answer_no(*args):
+        asked.append(args[2])
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", answer_no)
+    event = QCloseEvent()
+    QApplication.sendEvent(widget.native.window(), event)
+    assert asked and "mask fused mean (tiny)" in asked[0]
+    assert not event.isAccepted()
+    viewer.layers.selection.active = mask
+    widget.save_path.value = widget.save_path.value  # default path next to the case
+    widget.save.native.click()
+    assert widget.unsaved_masks() == []

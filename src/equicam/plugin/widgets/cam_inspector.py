@@ -14,6 +14,8 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, Table
 from napari.layers import Image, Labels
 from napari.utils import notifications, progress
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QMessageBox
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES, save_volume
 from equicam.core.fusion import FUSIONS
@@ -27,6 +29,32 @@ from equicam.plugin.widgets.slice_plot import SliceProbabilityPlot
 CHECKPOINT_FILE = "checkpoint file..."
 
 
+class _CloseGuard(QObject):
+    """Asks before the napari window closes while masks have unsaved edits."""
+
+    def __init__(self, inspector: CamInspector) -> None:
+        super().__init__()
+        self.inspector = inspector
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QEvent.Type.Close:
+            return False
+        unsaved = self.inspector.unsaved_masks()
+        if not unsaved:
+            return False
+        answer = QMessageBox.question(
+            watched,
+            "Unsaved mask edits",
+            "These masks have edits that are not saved:\n"
+            + "\n".join(unsaved)
+            + "\n\nClose napari and lose them?",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            return False
+        event.ignore()
+        return True
+
+
 class CamInspector(Container):
     """Pick the modality layers, a model, a device and a map; run; threshold; correct; save."""
 
@@ -37,6 +65,7 @@ class CamInspector(Container):
         self.viewer = viewer
         self._models: dict = {}
         self._normalised: tuple | None = None
+        self._close_guard = _CloseGuard(self)
         self._worker = None
         self._bar = None
         self.pickers = {
@@ -288,7 +317,18 @@ class CamInspector(Container):
 
     def _edited(self, layer: Labels) -> None:
         self._info(layer).update(edited=True, saved=False)
+        window = self.native.window()
+        if window is not self.native:  # docked: guard the main window against closing
+            window.installEventFilter(self._close_guard)
         self._show_status()
+
+    def unsaved_masks(self) -> list[str]:
+        """Names of the mask layers whose edits are not saved."""
+        return [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and not self._info(layer).get("saved", True)
+        ]
 
     def _show_status(self, _event=None) -> None:
         layer = self.viewer.layers.selection.active
