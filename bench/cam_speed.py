@@ -164,13 +164,13 @@ def main() -> None:
             f"{'4. speed-up of our Grad-CAM over Captum':52s} {captum_t[0] / gradcam_t[0]:8.2f}x"
         )
         net, x = model.nets["flair"], batch["flair"][:16]
-        theirs = LayerGradCam(lambda v: net(v).mean(dim=(2, 3)), net.last).attribute(
-            x, target=1, relu_attributions=True
-        )[:, 0].detach()
-        mine, _ = _tumour_maps(net, x, "gradcam")
-        difference = float(
-            (theirs - mine).abs().max() / theirs.abs().max().clamp_min(1e-12)
+        theirs = (
+            LayerGradCam(lambda v: net(v).mean(dim=(2, 3)), net.last)
+            .attribute(x, target=1, relu_attributions=True)[:, 0]
+            .detach()
         )
+        mine, _ = _tumour_maps(net, x, "gradcam")
+        difference = float((theirs - mine).abs().max() / theirs.abs().max().clamp_min(1e-12))
         print(f"{'4. max |Captum - ours| / max |Captum|, Grad-CAM':52s} {difference:8.1e}")
 
 

@@ -125,6 +125,45 @@ class PairForward(nn.Module):
         return self.model(x), self.model(ax)
 
 
+def training_step(pair, optimizers: dict, x, y, t, weights: LossWeights, *, amp: bool = False):
+    """One step of the method for every modality at once.
+
+    Parameters
+    ----------
+    pair
+        :class:`PairForward` (or its DDP wrapper).
+    optimizers
+        Modality -> optimizer of that modality's network (the keys give the channel order).
+    x
+        ``(N, M, S, S)`` normalised slices, one channel per modality.
+    y
+        ``(N,)`` slice labels.
+    t
+        The transform A of this batch.
+    weights
+        Loss weights.
+    amp
+        bf16 autocast (CUDA).
+
+    Returns
+    -------
+    (dict, dict)
+        The loss terms per modality and the CAMs of x.
+    """
+    ax = apply_transform(x, t)
+    xs = {m: x[:, i : i + 1] for i, m in enumerate(optimizers)}
+    axs = {m: ax[:, i : i + 1] for i, m in enumerate(optimizers)}
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        cams_x, cams_ax = pair(xs, axs)
+        losses = method_losses(cams_x, cams_ax, y, t, weights)
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    sum(terms["total"] for terms in losses.values()).backward()
+    for opt in optimizers.values():
+        opt.step()
+    return losses, cams_x
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -267,17 +306,9 @@ def train(config: dict) -> Path:
         for steps, (x, y) in enumerate(loader, 1):
             x, y = to_input(x.to(device), model_cfg.input_size), y.to(device)
             t = sample_transform(generator, model_cfg.input_size)
-            ax = apply_transform(x, t)
-            xs = {m: x[:, i : i + 1] for i, m in enumerate(model.modalities)}
-            axs = {m: ax[:, i : i + 1] for i, m in enumerate(model.modalities)}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg["amp"]):
-                cams_x, cams_ax = pair(xs, axs)
-                losses = method_losses(cams_x, cams_ax, y, t, weights)
-            for opt in optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            sum(terms["total"] for terms in losses.values()).backward()
-            for opt in optimizers.values():
-                opt.step()
+            losses, cams_x = training_step(
+                pair, optimizers, x, y, t, weights, amp=use_cuda and cfg["amp"]
+            )
             for m, terms in losses.items():
                 for k, v in terms.items():
                     sums[m][k] += float(v.detach()) * len(y)
