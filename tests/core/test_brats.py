@@ -274,6 +274,7 @@ def test_saving_never_overwrites_inputs_and_leaves_no_partial_files(tmp_path):
         save_volume(case.seg, case.geometry, blocker / "mask.nii.gz")
 
     first = save_volume(case.seg, case.geometry, root / "mask.nii.gz")
+    assert first.stat().st_mode & 0o044 == 0o044, "saved masks must be readable by others"
     second = save_volume(np.zeros_like(case.seg), case.geometry, first)
     assert not np.asarray(nib.load(second).dataobj).any()
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []

@@ -25,23 +25,22 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(path, model, {"threshold": 0.4})
 
 
+def _cam_args(case, checkpoint, out):
+    return [
+        "cam",
+        str(case),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+
+
 def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpoint, tmp_path):
     case = synthetic_cases / "BraTS2021_00000"
-    assert (
-        main(
-            [
-                "cam",
-                str(case / "BraTS2021_00000_t2.nii.gz"),
-                "--checkpoint",
-                str(checkpoint),
-                "--out",
-                str(tmp_path),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert main(_cam_args(case / "BraTS2021_00000_t2.nii.gz", checkpoint, tmp_path)) == 0
     scan = nib.load(case / "BraTS2021_00000_flair.nii.gz")
     names = ["t1", "t1ce", "t2", "flair", "fused_mean", "fused_max"]
     for name in names:
@@ -61,17 +60,7 @@ def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpo
 
 
 def test_a_rerun_keeps_a_mask_the_user_edited(synthetic_cases, checkpoint, tmp_path):
-    case = str(synthetic_cases / "BraTS2021_00000")
-    args = [
-        "cam",
-        case,
-        "--checkpoint",
-        str(checkpoint),
-        "--out",
-        str(tmp_path),
-        "--device",
-        "cpu",
-    ]
+    args = _cam_args(synthetic_cases / "BraTS2021_00000", checkpoint, tmp_path)
     assert main(args) == 0
     edited = tmp_path / "mask_fused_mean.nii.gz"
     image = nib.load(edited)

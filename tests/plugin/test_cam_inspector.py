@@ -27,13 +27,27 @@ def tiny_checkpoint(tmp_path_factory):
     )
 
 
+def _checkpoint(folder, name, **config):
+    torch.manual_seed(0)
+    model = MultiModalCAM(ModelConfig(**config))
+    return save_checkpoint(folder / f"{name}.safetensors", model, {"threshold": 0.5})
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory):
+    """About a second per batch here: a cancel lands in the middle of a whole-volume run."""
+    return _checkpoint(
+        tmp_path_factory.mktemp("slow"), "slow", widths=(16, 32, 32, 32), input_size=160
+    )
+
+
 @pytest.fixture
 def inspector(make_napari_viewer, tmp_path, tiny_checkpoint):
     case = shutil.copytree(SAMPLE_CASE, tmp_path / SAMPLE_CASE.name)
     viewer = make_napari_viewer(show=True)
     viewer.open(str(case), plugin="napari-equicam")
-    widget = CamInspector(viewer)
-    viewer.window.add_dock_widget(widget, name="CAM inspector")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-equicam", "CAM inspector")
+    assert isinstance(widget, CamInspector)
     widget.model.value = CHECKPOINT_FILE
     widget.checkpoint.value = tiny_checkpoint
     widget.device.value = "cpu"
@@ -46,16 +60,24 @@ def _run_volume(qtbot, widget):
     qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=60_000)
 
 
-def test_pickers_fill_from_the_open_scans(inspector):
-    _, widget, _ = inspector
+def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspector):
+    viewer, widget, _ = inspector
     assert {m: p.value for m, p in widget.pickers.items()} == {
         "t1": "T1",
         "t1ce": "T1ce",
         "t2": "T2",
         "flair": "FLAIR",
     }
-    assert widget.device.choices[:2] == ("auto", "cpu")
+    assert widget.model.choices[0] == "equivariant"
+    assert widget.device.choices == ("auto", "cpu")  # this machine has no CUDA device
     assert not widget.checkpoint.native.isHidden()
+
+    widget.pickers["t1"].value = None
+    widget.pickers["t2"].value = None
+    widget.run_slice.native.click()
+    assert "CAM FLAIR (tiny)" in viewer.layers and "CAM T1ce (tiny)" in viewer.layers
+    assert "CAM T1 (tiny)" not in viewer.layers and "mask T2 (tiny)" not in viewer.layers
+    assert "CAM FLAIR (tiny)" not in widget.pickers["flair"].choices  # outputs are no inputs
 
 
 def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(inspector, qtbot):
@@ -87,20 +109,25 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     np.testing.assert_array_equal(viewer.layers["mask fused mean (tiny)"].data, cam.data >= 0.3)
 
 
-def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector):
+def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     viewer, widget, _ = inspector
     widget.run_slice.native.click()
     mask = viewer.layers["mask fused mean (tiny)"]
+    viewer.layers.selection.active = mask
+    assert "unsaved" not in widget.masks.status.value
+    volume = np.count_nonzero(mask.data) * np.prod(mask.scale) / 1000
+    assert f"{volume:.2f} cm³" in widget.masks.status.value
     before = mask.data.copy()
     mask.brush_size = 3
     mask.paint((40, 30, 30), 1)
     assert mask.data[40, 30, 30] == 1 and not np.array_equal(mask.data, before)
     mask.undo()
     np.testing.assert_array_equal(mask.data, before)
+    mask.brush_size = 9
     mask.paint((40, 60, 60), 1)
     edited = mask.data.copy()
-    viewer.layers.selection.active = mask
-    assert "unsaved edits" in widget.status.value and "cm³" in widget.status.value
+    volume = np.count_nonzero(edited) * np.prod(mask.scale) / 1000
+    qtbot.waitUntil(lambda: f"{volume:.2f} cm³  (unsaved edits)" in widget.masks.status.value)
 
     widget.threshold.value = 0.7  # would rethreshold: the edited mask must survive
     assert mask.name == "mask fused mean (tiny) edited"
@@ -117,29 +144,56 @@ def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, 
     mask = viewer.layers["mask FLAIR (tiny)"]
     mask.paint((40, 50, 50), 1)
     viewer.layers.selection.active = mask
-    widget.save.native.click()
     saved = case / "BraTS2021_00000_mask_FLAIR_tiny.nii.gz"
-    assert saved.is_file() and "unsaved" not in widget.status.value
+    assert widget.masks.save_path.value == saved  # where it goes, shown before saving
+    widget.masks.save.native.click()
+    assert saved.is_file() and "unsaved" not in widget.masks.status.value
     image = nib.load(saved)
     scan = nib.load(case / "BraTS2021_00000_flair.nii.gz")
     np.testing.assert_array_equal(image.affine, scan.affine)
     geometry = load_case(case).geometry
     np.testing.assert_array_equal(geometry.to_display(np.asarray(image.dataobj)), mask.data)
 
-    widget.save_path.value = case / "BraTS2021_00000_t1.nii.gz"
+    widget.masks.save_path.value = case / "BraTS2021_00000_t1.nii.gz"
     before = (case / "BraTS2021_00000_t1.nii.gz").read_bytes()
-    widget.save.native.click()
+    widget.masks.save.native.click()
     assert (case / "BraTS2021_00000_t1.nii.gz").read_bytes() == before
 
 
-def test_cancel_stops_a_whole_volume_run(inspector, qtbot):
+def test_cancel_stops_a_whole_volume_run_midway(inspector, qtbot, slow_checkpoint):
     viewer, widget, _ = inspector
+    widget.checkpoint.value = slow_checkpoint
+    steps = []
     widget.run_volume.native.click()
-    assert widget.cancel.enabled and not widget.run_volume.enabled
+    assert (
+        widget.cancel.enabled
+        and not widget.run_volume.enabled
+        and widget.run_slice.enabled is False
+    )
+    widget._worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: any(step.done >= 1 for step in steps), timeout=30_000)
     widget.cancel.native.click()
-    qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=60_000)
-    assert "CAM fused mean (tiny)" not in viewer.layers
-    assert not widget.cancel.enabled
+    qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=30_000)
+    assert steps[-1].done < steps[-1].total  # stopped midway
+    assert not [layer.name for layer in viewer.layers if "slow" in layer.name]
+    assert not widget.cancel.enabled and widget.run_slice.enabled
+
+
+def test_an_error_in_the_worker_is_shown_and_the_widget_leaves_its_busy_state(
+    inspector, qtbot, tmp_path
+):
+    viewer, widget, _ = inspector
+    widget.checkpoint.value = _checkpoint(
+        tmp_path, "t1only", modalities=("t1",), widths=(4, 8, 8, 8), input_size=32
+    )
+    widget.pickers["t1"].value = None  # the model has no network for what is picked
+    notification_manager.records.clear()
+    widget.run_volume.native.click()
+    qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=30_000)
+    messages = [str(n.message) for n in notification_manager.records]
+    assert any("networks for t1" in m for m in messages), messages
+    assert not widget.cancel.enabled and widget.run_slice.enabled
+    assert not [layer.name for layer in viewer.layers if "t1only" in layer.name]
 
 
 def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp_path):
@@ -154,14 +208,56 @@ def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp
     assert widget.run_slice.enabled and "CAM fused mean (bad)" not in viewer.layers
 
 
-def test_compare_and_side_by_side(inspector):
+def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
     viewer, widget, _ = inspector
     widget.run_slice.native.click()
-    widget.compare.native.click()
-    rows = widget.table.value["data"]
-    assert len(rows) == 5 and all(0 <= row[1] <= 1 for row in rows)
-    widget.side_by_side.native.click()
-    assert viewer.canvas.grid.enabled
+    widget.checkpoint.value = _checkpoint(tmp_path, "other", widths=(4, 8, 8, 8), input_size=32)
+    widget.method.value = "gradcampp"
+    widget.run_slice.native.click()
+    widget.comparison.compare.native.click()
+    rows = widget.comparison.table.value["data"]
+    assert len(rows) == 10 and all(0 <= row[1] <= 1 and row[2] >= 0 for row in rows)
+    assert "mask fused mean (other, Grad-CAM++)" in [row[0] for row in rows]
+
+    before = [(layer.name, layer.visible) for layer in viewer.layers]
+    grid = viewer.canvas.grid
+
+    def cells():
+        return [
+            [viewer.layers[i].name for i in indices]
+            for _, indices in grid.iter_viewboxes(viewer.layers)
+            if indices
+        ]
+
+    widget.comparison.side_by_side.value = "runs of one map"
+    assert grid.enabled and grid.stride == 3
+    assert cells() == [
+        ["FLAIR (CAM fused mean (tiny))", "CAM fused mean (tiny)", "mask fused mean (tiny)"],
+        [
+            "FLAIR (CAM fused mean (other, Grad-CAM++))",
+            "CAM fused mean (other, Grad-CAM++)",
+            "mask fused mean (other, Grad-CAM++)",
+        ],
+    ]
+    assert viewer.layers["CAM fused mean (tiny)"].name_overlay.visible
+    assert widget.pickers["flair"].value == "FLAIR"
+    assert "FLAIR (CAM fused mean (tiny))" not in widget.pickers["flair"].choices
+
+    viewer.layers.selection.active = viewer.layers["CAM T2 (tiny)"]
+    widget.comparison.side_by_side.value = "sequences of one run"
+    assert [cell[:2] for cell in cells()] == [
+        [f"{scan} (CAM {name} (tiny))", f"CAM {name} (tiny)"]
+        for scan, name in [
+            ("T1", "T1"),
+            ("T1ce", "T1ce"),
+            ("T2", "T2"),
+            ("FLAIR", "FLAIR"),
+            ("FLAIR", "fused mean"),
+        ]
+    ]
+    widget.comparison.side_by_side.value = "off"
+    assert not grid.enabled
+    assert [(layer.name, layer.visible) for layer in viewer.layers] == before
 
 
 def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
@@ -172,7 +268,7 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
     widget.run_slice.native.click()
     mask = viewer.layers["mask fused mean (tiny)"]
     mask.paint((40, 60, 60), 1)
-    assert widget.unsaved_masks() == ["mask fused mean (tiny)"]
+    assert widget.masks.unsaved_masks() == ["mask fused mean (tiny)"]
     asked = []
 
     def answer_no(*args):
@@ -185,6 +281,6 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
     assert asked and "mask fused mean (tiny)" in asked[0]
     assert not event.isAccepted()
     viewer.layers.selection.active = mask
-    widget.save_path.value = widget.save_path.value  # default path next to the case
-    widget.save.native.click()
-    assert widget.unsaved_masks() == []
+    widget.masks.save_path.value = widget.masks.save_path.value  # default path next to the case
+    widget.masks.save.native.click()
+    assert widget.masks.unsaved_masks() == []

@@ -35,6 +35,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
+from equicam.core.atomic import publish
+
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 LAYER_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
 DISPLAY_AXCODES = ("S", "P", "L")
@@ -558,7 +560,7 @@ def save_volume(
         raise CaseError(folder, f"cannot write in this folder ({error.strerror})") from None
     try:
         nib.save(image, tmp_name)
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     except OSError as error:
         Path(tmp_name).unlink(missing_ok=True)
         raise CaseError(path, f"cannot write ({error.strerror})") from None

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from equicam.core.atomic import publish
+
 FORMAT = 1
 BUNDLED = ("equivariant", "baseline")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "checkpoints"
@@ -59,7 +61,7 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Path:
     os.close(handle)
     try:
         save_file(tensors, tmp, metadata={"equicam": json.dumps(info)})
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,4 +1,4 @@
-"""Output layers of a CAM run: names, layer data, and the volume of a mask (no Qt).
+"""Output layers of a CAM run (no Qt): names, layer data, masks, volumes, metrics, save paths.
 
 Names say what a layer is, so that several runs can sit side by side:
 ``CAM FLAIR (equivariant)``, ``mask fused mean (baseline, Grad-CAM)``.
@@ -6,10 +6,14 @@ Names say what a layer is, so that several runs can sit side by side:
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 
 from equicam.core.brats import LAYER_NAMES
 from equicam.core.inference import METHOD_NAMES, CamResult
+from equicam.core.metrics import assd, dice
 
 
 def run_label(model: str, method: str) -> str:
@@ -32,50 +36,36 @@ def mask_layer_name(name: str, label: str) -> str:
     return f"mask {map_title(name)} ({label})"
 
 
-def cam_layers(
-    result: CamResult, label: str, threshold: float, scale, metadata: dict
-) -> list[tuple]:
-    """Layer data tuples: a CAM image per map, then a pseudo-mask per map.
+def cam_layers(result: CamResult, label: str, scale, metadata: dict) -> list[tuple]:
+    """Image layer data tuples, one CAM per map of ``result`` (modalities, then fusions).
 
-    CAMs use a heat colour map with additive blending over the scans; fused maps are shown,
-    per-modality maps start hidden so the view is not crowded. Every layer carries the scan's
-    metadata, so masks save in the scan's geometry.
+    CAMs use a heat colour map with additive blending over the scans, contrast 0..1; fused maps
+    are shown, per-modality maps start hidden so the view is not crowded. Every layer carries
+    the scan's metadata (``scale`` and ``metadata`` of the scan layer), so that masks made from
+    it save in the scan's geometry.
     """
-    layers = []
-    maps = result.all_maps()
-    for name, volume in maps.items():
-        fused = name.startswith("fused")
-        layers.append(
-            (
-                volume,
-                {
-                    "name": cam_layer_name(name, label),
-                    "scale": scale,
-                    "colormap": "inferno",
-                    "blending": "additive",
-                    "contrast_limits": (0.0, 1.0),
-                    "opacity": 0.7,
-                    "visible": fused,
-                    "metadata": _with_map(metadata, name, label),
-                },
-                "image",
-            )
+    return [
+        (
+            volume,
+            {
+                "name": cam_layer_name(name, label),
+                "scale": scale,
+                "colormap": "inferno",
+                "blending": "additive",
+                "contrast_limits": (0.0, 1.0),
+                "opacity": 0.7,
+                "visible": name.startswith("fused"),
+                "metadata": _with_map(metadata, name, label),
+            },
+            "image",
         )
-    for name, mask in result.masks(threshold).items():
-        layers.append(
-            (
-                mask,
-                {
-                    "name": mask_layer_name(name, label),
-                    "scale": scale,
-                    "opacity": 0.5,
-                    "visible": name.startswith("fused"),
-                    "metadata": _with_map(metadata, name, label),
-                },
-                "labels",
-            )
-        )
-    return layers
+        for name, volume in result.all_maps().items()
+    ]
+
+
+def pseudo_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
+    """The pseudo-mask of a CAM: ``uint8(cam >= threshold)``, the rule of ``CamResult.masks``."""
+    return CamResult("cam", {"map": np.asarray(cam)}).masks(threshold)["map"]
 
 
 def _with_map(metadata: dict, name: str, label: str) -> dict:
@@ -87,3 +77,39 @@ def _with_map(metadata: dict, name: str, label: str) -> dict:
 def volume_cm3(mask: np.ndarray, scale) -> float:
     """Volume of the non-zero voxels in cm3 (``scale`` in mm)."""
     return float(np.count_nonzero(mask) * np.prod(scale) / 1000.0)
+
+
+def default_mask_path(info: dict, layer_name: str) -> Path:
+    """``<case folder>/<case id>_<layer name slug>.nii.gz`` for a mask layer of a case.
+
+    ``info`` is the layer's ``metadata["equicam"]`` (``case_folder``, ``case_id``).
+    """
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", layer_name).strip("_")
+    return Path(info["case_folder"]) / f"{info['case_id']}_{slug}.nii.gz"
+
+
+def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> dict[str, list]:
+    """Dice and ASSD (mm) of each mask against the whole tumour ``truth > 0``.
+
+    Parameters
+    ----------
+    masks
+        Layer name -> mask ``(Z, Y, X)`` (non-zero = tumour).
+    truth
+        Ground-truth labels ``(Z, Y, X)``.
+    spacing
+        Voxel size ``(dz, dy, dx)`` in mm.
+
+    Returns
+    -------
+    dict
+        Columns ``mask``, ``Dice``, ``ASSD (mm)`` (rounded for display).
+    """
+    whole = np.asarray(truth) > 0
+    rows: dict[str, list] = {"mask": [], "Dice": [], "ASSD (mm)": []}
+    for name, mask in masks.items():
+        pred = np.asarray(mask) > 0
+        rows["mask"].append(name)
+        rows["Dice"].append(round(float(dice(pred, whole)), 3))
+        rows["ASSD (mm)"].append(round(float(assd(pred, whole, tuple(spacing))), 2))
+    return rows

@@ -2,70 +2,56 @@
 
 The widget only reads its controls, calls the core (the same code as ``equicam cam``) and adds
 layers on the main thread. A whole-volume run is the core's progress generator in a napari
-thread worker, with napari's progress bar and a Cancel button.
+thread worker, with napari's progress bar and a Cancel button. Comparing runs lives in
+:mod:`.compare`, correcting and saving masks in :mod:`.mask_tools`.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, Table
-from napari.layers import Image, Labels
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, PushButton
+from napari.layers import Image
 from napari.utils import notifications, progress
-from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QMessageBox
 
-from equicam.core.brats import LAYER_NAMES, MODALITIES, save_volume
+from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.fusion import FUSIONS
 from equicam.core.inference import METHOD_NAMES, cam_volume, run_to_end
-from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
-from equicam.plugin.cam_layers import cam_layers, mask_layer_name, run_label, volume_cm3
-from equicam.plugin.layers import GROUND_TRUTH
+from equicam.plugin.cam_layers import cam_layers, mask_layer_name, pseudo_mask, run_label
+from equicam.plugin.widgets.compare import ComparePanel
+from equicam.plugin.widgets.mask_tools import MaskTools
 from equicam.plugin.widgets.slice_plot import SliceProbabilityPlot
+
+if TYPE_CHECKING:
+    import napari
 
 CHECKPOINT_FILE = "checkpoint file..."
 
 
-class _CloseGuard(QObject):
-    """Asks before the napari window closes while masks have unsaved edits."""
-
-    def __init__(self, inspector: CamInspector) -> None:
-        super().__init__()
-        self.inspector = inspector
-
-    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
-        if event.type() != QEvent.Type.Close:
-            return False
-        unsaved = self.inspector.unsaved_masks()
-        if not unsaved:
-            return False
-        answer = QMessageBox.question(
-            watched,
-            "Unsaved mask edits",
-            "These masks have edits that are not saved:\n"
-            + "\n".join(unsaved)
-            + "\n\nClose napari and lose them?",
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            return False
-        event.ignore()
-        return True
+def _info(layer) -> dict:
+    return layer.metadata.get("equicam", {})
 
 
 class CamInspector(Container):
-    """Pick the modality layers, a model, a device and a map; run; threshold; correct; save."""
+    """Pick the modality layers, a model, a device and a map; run; threshold; compare; save.
 
-    def __init__(self, viewer) -> None:
+    Parameters
+    ----------
+    viewer
+        The napari viewer (napari passes it when the widget is opened from the Plugins menu).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from equicam.core.device import available_devices
 
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = viewer
         self._models: dict = {}
         self._normalised: tuple | None = None
-        self._close_guard = _CloseGuard(self)
+        self._plotted: tuple[str, dict, np.ndarray] | None = None
         self._worker = None
         self._bar = None
         self.pickers = {
@@ -77,20 +63,17 @@ class CamInspector(Container):
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.method = ComboBox(label="map", choices=[(v, k) for k, v in METHOD_NAMES.items()])
         self.fusion = ComboBox(label="fusion", choices=list(FUSIONS), value="mean")
-        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.run_slice = PushButton(text="Run current slice")
         self.run_volume = PushButton(text="Run whole volume")
         self.cancel = PushButton(text="Cancel", enabled=False)
-        self.side_by_side = PushButton(text="Side by side (grid)")
-        self.compare = PushButton(text="Compare masks with ground truth")
-        self.table = Table(value={"mask": [], "Dice": [], "ASSD (mm)": []}, visible=False)
-        self.save_path = FileEdit(label="save as", mode="w", filter="*.nii.gz")
-        self.save = PushButton(text="Save selected mask")
-        self.status = Label(value="")
+        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.plot = SliceProbabilityPlot()
-        self._plotted: tuple[str, dict, np.ndarray] | None = None
-        self.extend(
-            [
+        self.comparison = ComparePanel(
+            viewer, self._scan_layers, lambda: f"fused_{self.fusion.value}"
+        )
+        self.masks = MaskTools(viewer)
+        settings = Container(
+            widgets=[
                 *self.pickers.values(),
                 self.model,
                 self.checkpoint,
@@ -101,16 +84,11 @@ class CamInspector(Container):
                 self.run_volume,
                 self.cancel,
                 self.threshold,
-                self.plot,
-                self.side_by_side,
-                self.compare,
-                self.table,
-                self.save_path,
-                self.save,
-                self.status,
-            ]
+            ],
+            labels=True,
         )
-
+        settings.margins = (0, 0, 0, 0)
+        self.extend([settings, self.plot, self.comparison, self.masks])
         self.model.changed.connect(
             lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT_FILE)
         )
@@ -118,12 +96,8 @@ class CamInspector(Container):
         self.run_volume.clicked.connect(self.run_whole_volume)
         self.cancel.clicked.connect(self.cancel_run)
         self.threshold.changed.connect(self.update_masks)
-        self.side_by_side.clicked.connect(self.toggle_grid)
-        self.compare.clicked.connect(self.compare_masks)
-        self.save.clicked.connect(self.save_selected)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_pickers)
-        viewer.layers.selection.events.active.connect(self._show_status)
         viewer.dims.events.current_step.connect(
             lambda _e: self.plot.set_current(int(viewer.dims.current_step[0]))
         )
@@ -131,10 +105,11 @@ class CamInspector(Container):
 
     # --- inputs -------------------------------------------------------------------------
     def _image_names(self, _widget=None) -> list[str]:
+        """Scan layers: images that are neither CAMs nor grid underlays."""
         return [
             layer.name
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and "map" not in layer.metadata.get("equicam", {})
+            if isinstance(layer, Image) and not {"map", "underlay"} & _info(layer).keys()
         ]
 
     def _refresh_pickers(self, _event=None) -> None:
@@ -144,11 +119,19 @@ class CamInspector(Container):
                 for name in self._image_names():
                     layer = self.viewer.layers[name]
                     if (
-                        layer.metadata.get("equicam", {}).get("modality") == modality
+                        _info(layer).get("modality") == modality
                         or name.lower() == LAYER_NAMES[modality].lower()
                     ):
                         picker.value = name
                         break
+
+    def _scan_layers(self) -> dict[str, Image]:
+        """The picked scan layers, modality -> layer."""
+        return {
+            m: self.viewer.layers[p.value]
+            for m, p in self.pickers.items()
+            if p.value and p.value in self.viewer.layers
+        }
 
     def _inputs(self) -> tuple[dict, Image]:
         """Normalised volumes of the picked layers (cached: a slice click must be instant)."""
@@ -166,22 +149,19 @@ class CamInspector(Container):
         return self._normalised[1], reference
 
     def _model(self):
+        """The chosen model on the chosen device, loaded once per (checkpoint, device)."""
         from equicam.core.checkpoint import load_checkpoint
         from equicam.core.device import resolve_device
 
-        spec = (
-            str(self.checkpoint.value) if self.model.value == CHECKPOINT_FILE else self.model.value
-        )
+        own = self.model.value == CHECKPOINT_FILE
+        spec = str(self.checkpoint.value) if own else self.model.value
         device = resolve_device(self.device.value)
         if (spec, device) not in self._models:
-            self._models[(spec, device)] = (*load_checkpoint(spec, device=device), device)
-        model, meta, device = self._models[(spec, device)]
-        if "threshold" in meta and not any(
-            "run" in self._info(layer) for layer in self.viewer.layers
-        ):
-            self.threshold.value = float(meta["threshold"])
-        label = Path(spec).stem if self.model.value == CHECKPOINT_FILE else spec
-        return model, device, run_label(label, self.method.value)
+            self._models[(spec, device)] = load_checkpoint(spec, device=device)
+        model, meta = self._models[(spec, device)]
+        if "threshold" in meta and not any("run" in _info(layer) for layer in self.viewer.layers):
+            self.threshold.value = float(meta["threshold"])  # the one chosen on validation
+        return model, device, run_label(Path(spec).stem if own else spec, self.method.value)
 
     # --- running --------------------------------------------------------------------------
     def _job(self, slices=None):
@@ -200,11 +180,11 @@ class CamInspector(Container):
     def run_current_slice(self) -> None:
         """Compute the maps of the slice under the cursor, synchronously."""
         try:
-            reference = self.viewer.layers[next(p.value for p in self.pickers.values() if p.value)]
+            _, reference = self._inputs()
             z = int(round(reference.world_to_data(self.viewer.dims.point)[0]))
             generator, reference, label = self._job(slices=[z])
-            self._show(run_to_end(generator), reference, label)
-        except (ValueError, StopIteration, OSError) as error:
+            self._show(run_to_end(generator), reference.scale, reference.metadata, label)
+        except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
 
     def run_whole_volume(self) -> None:
@@ -216,15 +196,20 @@ class CamInspector(Container):
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
             return
+        scale, metadata = reference.scale, reference.metadata
 
         def job():
-            return (yield from generator)
+            try:
+                return (yield from generator)
+            except (ValueError, OSError, RuntimeError) as error:  # bad input, file, device
+                return str(error)  # a message, not an exception: superqt would re-raise that
 
         self._worker = create_worker(job)
         self._bar = progress(total=0, desc="CAM")
         self._worker.yielded.connect(self._on_progress)
-        self._worker.returned.connect(lambda result: self._show(result, reference, label))
-        self._worker.errored.connect(lambda e: notifications.show_error(f"CAM inspector: {e}"))
+        self._worker.returned.connect(
+            lambda result: self._returned(result, scale, metadata, label)
+        )
         self._worker.finished.connect(self._done)
         self._set_busy(True)
         self._worker.start()
@@ -235,11 +220,20 @@ class CamInspector(Container):
             self._worker.quit()
             notifications.show_info("CAM inspector: run cancelled")
 
+    def _returned(self, result, scale, metadata: dict, label: str) -> None:
+        if isinstance(result, str):
+            notifications.show_error(f"CAM inspector: {result}")
+        else:
+            self._show(result, scale, metadata, label)
+
     def _on_progress(self, step) -> None:
-        self._bar.total = step.total
-        self._bar.n = step.done
-        self._bar.set_description(step.message)
-        self._bar.refresh()
+        bar = self._bar  # updating the bar may process events, _done among them
+        if bar is None:  # a step queued before the run finished or was cancelled
+            return
+        bar.total = step.total
+        bar.n = step.done
+        bar.set_description(step.message)
+        bar.refresh()
 
     def _done(self) -> None:
         if self._bar is not None:
@@ -252,24 +246,20 @@ class CamInspector(Container):
         self.cancel.enabled = busy
 
     # --- outputs --------------------------------------------------------------------------
-    @staticmethod
-    def _info(layer) -> dict:
-        return layer.metadata.get("equicam", {})
-
-    def _show(self, result, reference, label: str) -> None:
+    def _show(self, result, scale, metadata: dict, label: str) -> None:
+        """Add or update the CAM layers of a run (main thread), then its masks and plot."""
         computed = result.computed
-        for data, kwargs, kind in cam_layers(
-            result, label, self.threshold.value, reference.scale, reference.metadata
-        ):
-            if kind == "labels":
+        layers = self.viewer.layers
+        for data, kwargs, _ in cam_layers(result, label, scale, metadata):
+            if kwargs["name"] not in layers:
+                self.viewer.add_image(data, **kwargs)
                 continue
-            name = kwargs["name"]
-            if name in self.viewer.layers:
-                layer = self.viewer.layers[name]
+            layer = layers[kwargs["name"]]
+            if layer.data.shape == data.shape:  # merge this run's slices into earlier ones
                 layer.data[computed] = data[computed]
                 layer.refresh()
             else:
-                self.viewer.add_image(data, **kwargs)
+                layer.data = data
         self.update_masks()
         self._update_plot(result, label)
 
@@ -289,93 +279,34 @@ class CamInspector(Container):
         self.plot.set_result(probabilities, computed)
 
     def update_masks(self, _value=None) -> None:
-        """(Re)threshold every CAM into its mask; an edited mask is kept and a new one made."""
+        """(Re)threshold every CAM into its mask; an edited mask is kept and a new one made.
+
+        The edited layer itself is only renamed (``... edited``): its data array and its undo
+        history stay as they are.
+        """
         threshold = self.threshold.value
         for cam in [layer for layer in self.viewer.layers if isinstance(layer, Image)]:
-            info = self._info(cam)
+            info = _info(cam)
             if "run" not in info:
                 continue
             name = mask_layer_name(info["map"], info["run"])
-            mask = (np.asarray(cam.data) >= threshold).astype(np.uint8)
-            if name in self.viewer.layers and self._info(self.viewer.layers[name]).get("edited"):
+            mask = pseudo_mask(cam.data, threshold)
+            if name in self.viewer.layers and _info(self.viewer.layers[name]).get("edited"):
                 kept = self.viewer.layers[name]
                 kept.name = f"{name} edited"
-                notifications.show_info(f"kept your edited mask as '{kept.name}'")
+                notifications.show_warning(
+                    f"CAM inspector: your edits are kept in '{kept.name}'; '{name}' is new"
+                )
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = mask
                 continue
-            metadata = {"equicam": {**info, "edited": False, "saved": True}}
             layer = self.viewer.add_labels(
                 mask,
                 name=name,
                 scale=cam.scale,
                 opacity=0.5,
-                metadata=metadata,
+                metadata={"equicam": {**info, "edited": False, "saved": True}},
                 visible=cam.visible,
             )
-            layer.events.paint.connect(lambda _e, layer=layer: self._edited(layer))
-
-    def _edited(self, layer: Labels) -> None:
-        self._info(layer).update(edited=True, saved=False)
-        window = self.native.window()
-        if window is not self.native:  # docked: guard the main window against closing
-            window.installEventFilter(self._close_guard)
-        self._show_status()
-
-    def unsaved_masks(self) -> list[str]:
-        """Names of the mask layers whose edits are not saved."""
-        return [
-            layer.name
-            for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not self._info(layer).get("saved", True)
-        ]
-
-    def _show_status(self, _event=None) -> None:
-        layer = self.viewer.layers.selection.active
-        if not isinstance(layer, Labels):
-            self.status.value = ""
-            return
-        unsaved = "  (unsaved edits)" if not self._info(layer).get("saved", True) else ""
-        self.status.value = f"{layer.name}: {volume_cm3(layer.data, layer.scale):.2f} cm³{unsaved}"
-
-    def toggle_grid(self) -> None:
-        """Show layers side by side (napari grid mode) or stacked."""
-        # napari 0.9 moved the grid to viewer.canvas
-        grid = self.viewer.canvas.grid if hasattr(self.viewer, "canvas") else self.viewer.grid
-        grid.enabled = not grid.enabled
-
-    def compare_masks(self) -> None:
-        """Dice and ASSD of every mask layer against the ground truth (whole tumour)."""
-        if GROUND_TRUTH not in self.viewer.layers:
-            notifications.show_error("CAM inspector: no 'ground truth' layer to compare with")
-            return
-        truth = np.asarray(self.viewer.layers[GROUND_TRUTH].data) > 0
-        rows = {"mask": [], "Dice": [], "ASSD (mm)": []}
-        for layer in self.viewer.layers:
-            if isinstance(layer, Labels) and "run" in self._info(layer):
-                pred = np.asarray(layer.data) > 0
-                rows["mask"].append(layer.name)
-                rows["Dice"].append(round(dice(pred, truth), 3))
-                rows["ASSD (mm)"].append(round(assd(pred, truth, tuple(layer.scale)), 2))
-        self.table.value = rows
-        self.table.visible = True
-
-    def save_selected(self) -> None:
-        """Save the selected mask as NIfTI in its scan's geometry (never over an input scan)."""
-        layer = self.viewer.layers.selection.active
-        info = self._info(layer) if layer is not None else {}
-        if not isinstance(layer, Labels) or "geometry" not in info:
-            notifications.show_error("CAM inspector: select a mask layer of a case to save")
-            return
-        path = Path(self.save_path.value)
-        if not path.name.endswith((".nii", ".nii.gz")):
-            slug = re.sub(r"[^A-Za-z0-9]+", "_", layer.name).strip("_")
-            path = Path(info["case_folder"]) / f"{info['case_id']}_{slug}.nii.gz"
-        try:
-            save_volume(layer.data, info["geometry"], path, protect=info["inputs"])
-        except (ValueError, OSError) as error:
-            notifications.show_error(f"CAM inspector: {error}")
-            return
-        info["saved"] = True
-        self._show_status()
-        notifications.show_info(f"saved {path}")
+            self.masks.watch(layer)
+        self.masks.show_status()

@@ -1,0 +1,118 @@
+"""Correct and save: the selected mask's volume, its unsaved edits, and "Save selected mask".
+
+Edits are napari's own brush strokes (undoable with Ctrl-Z); each stroke marks the mask as
+edited and unsaved. A mask is saved as NIfTI in its scan's geometry, never over an input scan,
+and napari asks before closing while edits are unsaved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import Container, FileEdit, Label, PushButton
+from napari.layers import Labels
+from napari.utils import notifications
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QMessageBox
+
+from equicam.core.brats import save_volume
+from equicam.plugin.cam_layers import default_mask_path, volume_cm3
+
+
+def _info(layer) -> dict:
+    return layer.metadata.get("equicam", {}) if layer is not None else {}
+
+
+class _CloseGuard(QObject):
+    """Asks before the napari window closes while masks have unsaved edits."""
+
+    def __init__(self, tools: MaskTools) -> None:
+        super().__init__()
+        self.tools = tools
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QEvent.Type.Close:
+            return False
+        unsaved = self.tools.unsaved_masks()
+        if not unsaved:
+            return False
+        answer = QMessageBox.question(
+            watched,
+            "Unsaved mask edits",
+            "These masks have edits that are not saved:\n"
+            + "\n".join(unsaved)
+            + "\n\nClose napari and lose them?",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            return False
+        event.ignore()
+        return True
+
+
+class MaskTools(Container):
+    """Volume (cm³) and unsaved state of the selected mask; save it next to the case."""
+
+    def __init__(self, viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self._close_guard = _CloseGuard(self)
+        self.status = Label(value="")
+        self.save_path = FileEdit(label="save as", mode="w", filter="*.nii.gz")
+        self.save = PushButton(text="Save selected mask")
+        self.extend([self.status, self.save_path, self.save])
+        self.save.clicked.connect(self.save_selected)
+        viewer.layers.selection.events.active.connect(self._selected)
+
+    def watch(self, layer: Labels) -> None:
+        """Track brush edits of a new mask layer."""
+        layer.events.paint.connect(lambda _event: self._edited(layer))
+
+    def _edited(self, layer: Labels) -> None:
+        _info(layer).update(edited=True, saved=False)
+        window = self.native.window()
+        if window is not self.native:  # docked: guard the main window against closing
+            window.installEventFilter(self._close_guard)
+        # napari may emit ``paint`` before it writes the stroke: count once it is written
+        QTimer.singleShot(0, self.show_status)
+
+    def unsaved_masks(self) -> list[str]:
+        """Names of the mask layers whose edits are not saved."""
+        return [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and not _info(layer).get("saved", True)
+        ]
+
+    def _selected(self, _event=None) -> None:
+        layer = self.viewer.layers.selection.active
+        if isinstance(layer, Labels) and "case_folder" in _info(layer):
+            self.save_path.value = default_mask_path(_info(layer), layer.name)
+        self.show_status()
+
+    def show_status(self) -> None:
+        """Show the selected mask's volume and whether it has unsaved edits."""
+        layer = self.viewer.layers.selection.active
+        if not isinstance(layer, Labels):
+            self.status.value = ""
+            return
+        unsaved = "  (unsaved edits)" if not _info(layer).get("saved", True) else ""
+        self.status.value = f"{layer.name}: {volume_cm3(layer.data, layer.scale):.2f} cm³{unsaved}"
+
+    def save_selected(self) -> None:
+        """Save the selected mask as NIfTI in its scan's geometry (never over an input scan)."""
+        layer = self.viewer.layers.selection.active
+        info = _info(layer)
+        if not isinstance(layer, Labels) or "geometry" not in info:
+            notifications.show_error("CAM inspector: select a mask layer of a case to save")
+            return
+        path = Path(self.save_path.value)
+        if not path.name.endswith((".nii", ".nii.gz")):
+            path = default_mask_path(info, layer.name)
+        try:
+            save_volume(layer.data, info["geometry"], path, protect=info["inputs"])
+        except (ValueError, OSError) as error:
+            notifications.show_error(f"CAM inspector: {error}")
+            return
+        info["saved"] = True
+        self.show_status()
+        notifications.show_info(f"saved {path}")
