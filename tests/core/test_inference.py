@@ -40,6 +40,9 @@ def test_generator_yields_monotone_progress_then_returns_maps(model, volume):
         assert m.shape == (6, 40, 36) and m.dtype == np.float32
         assert m.min() >= 0 and m.max() <= 1
     assert not result.computed[0] and result.computed[1:].all()
+    volume["t1"][2, :5], volume["flair"][2, :5] = 0.0, 0.0  # background rows in slice 2
+    outside = run_to_end(cam_volume(model, volume, slices=[2]))
+    assert all(not m[2, :5].any() for m in outside.all_maps().values())
     assert not result.maps["t1"][0].any()
     masks = result.masks(0.5)
     assert masks["t1"].dtype == np.uint8 and set(np.unique(masks["t1"])) <= {0, 1}

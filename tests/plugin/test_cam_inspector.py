@@ -216,7 +216,7 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
     widget.run_slice.native.click()
     widget.comparison.compare.native.click()
     rows = widget.comparison.table.value["data"]
-    assert len(rows) == 10 and all(0 <= row[1] <= 1 and row[2] >= 0 for row in rows)
+    assert len(rows) == 10 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
     assert "mask fused mean (other, Grad-CAM++)" in [row[0] for row in rows]
 
     before = [(layer.name, layer.visible) for layer in viewer.layers]

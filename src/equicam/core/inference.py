@@ -2,8 +2,9 @@
 
 The evaluation protocol of the method, per axial slice: the tumour map (CAM, Grad-CAM or
 Grad-CAM++), ReLU, resize back to the slice, min-max to [0, 1], multiplied by the predicted
-class (a slice the classifier calls healthy gets an all-zero map). Slices without brain are
-skipped. Maps of several modalities are then fused (:mod:`equicam.core.fusion`).
+class (a slice the classifier calls healthy gets an all-zero map), and zero outside the brain.
+Slices without brain are skipped. Maps of several modalities are then fused
+(:mod:`equicam.core.fusion`).
 
 Grad-CAM and Grad-CAM++ differentiate the tumour logit with respect to
 :meth:`CAMNet.features`, the last 3x3 conv block. Because the head is a 1x1 convolution
@@ -155,7 +156,8 @@ def cam_volume(
             f"the model has networks for {', '.join(model.modalities)}; none of them was given"
         )
     shape = images[names[0]].shape
-    has_brain = np.any([images[m].any(axis=(1, 2)) for m in names], axis=0)
+    brain = np.any([images[m] != 0 for m in names], axis=0)
+    has_brain = brain.any(axis=(1, 2))
     wanted = range(shape[0]) if slices is None else slices
     todo = [z for z in wanted if 0 <= z < shape[0] and has_brain[z]]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -177,7 +179,8 @@ def cam_volume(
             low, high = back.min(dim=1, keepdim=True).values, back.max(dim=1, keepdim=True).values
             norm = (back - low) / (high - low).clamp_min(1e-6)
             norm = norm * (p > 0.5).float()[:, None]
-            maps[m][batch] = norm.view(-1, *shape[1:]).cpu().numpy()
+            # Upsampled maps spill past the skull-stripped brain: nothing is tumour there.
+            maps[m][batch] = norm.view(-1, *shape[1:]).cpu().numpy() * brain[batch]
             probs[m][batch] = p.cpu().numpy()
             done += 1
             yield Progress(done, total, f"{m}: slices {batch[0]}-{batch[-1]}")

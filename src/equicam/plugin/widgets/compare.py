@@ -13,6 +13,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Table
 from napari.layers import Image, Labels
 from napari.utils import notifications
+from qtpy.QtWidgets import QHeaderView
 
 from equicam.plugin.cam_layers import compare_table, mask_layer_name
 from equicam.plugin.layers import GROUND_TRUTH
@@ -41,7 +42,7 @@ class ComparePanel(Container):
     def __init__(
         self, viewer, scans: Callable[[], dict[str, Image]], default_map: Callable[[], str]
     ) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = viewer
         self._scans, self._default_map = scans, default_map
         self._saved: tuple[list, dict] | None = None
@@ -49,7 +50,7 @@ class ComparePanel(Container):
         self.side_by_side = ComboBox(label="side by side", choices=GRID_MODES, value="off")
         self.compare = PushButton(text="Compare masks with ground truth")
         self.table = Table(value={"mask": [], "Dice": [], "ASSD (mm)": []}, visible=False)
-        self.extend([self.side_by_side, self.compare, self.table])
+        self.extend([Container(widgets=[self.side_by_side]), self.compare, self.table])
         self.side_by_side.changed.connect(self._grid_mode)
         self.compare.clicked.connect(self.compare_masks)
 
@@ -145,7 +146,12 @@ class ComparePanel(Container):
             for layer in self.viewer.layers
             if isinstance(layer, Labels) and "run" in _info(layer)
         }
-        self.table.value = compare_table(masks, truth.data, truth.scale)
+        rows = compare_table(masks, truth.data, truth.scale)
+        rows["Dice"] = [f"{v:.3f}" for v in rows["Dice"]]
+        rows["ASSD (mm)"] = [f"{v:.1f}" for v in rows["ASSD (mm)"]]
+        self.table.value = rows
         self.table.visible = True
-        self.table.native.resizeColumnsToContents()
-        self.table.native.setMinimumHeight(min(40 + 24 * len(masks), 260))
+        header = self.table.native.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.native.setMinimumHeight(min(40 + 24 * len(masks), 200))

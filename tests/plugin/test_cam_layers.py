@@ -1,0 +1,64 @@
+"""Output-layer bookkeeping without Qt: names, layer data, masks, volumes, metrics, paths."""
+
+from pathlib import Path
+
+import numpy as np
+
+from equicam.core.inference import CamResult
+from equicam.plugin.cam_layers import (
+    cam_layers,
+    compare_table,
+    default_mask_path,
+    mask_layer_name,
+    pseudo_mask,
+    run_label,
+    volume_cm3,
+)
+
+
+def test_names_tell_runs_apart():
+    assert run_label("equivariant", "cam") == "equivariant"
+    assert run_label("baseline", "gradcampp") == "baseline, Grad-CAM++"
+    assert (
+        mask_layer_name("fused_mean", "baseline, Grad-CAM")
+        == "mask fused mean (baseline, Grad-CAM)"
+    )
+
+
+def test_cam_layers_carry_the_scan_geometry_and_show_fused_maps_first():
+    rng = np.random.default_rng(0)
+    maps = {"flair": rng.random((3, 4, 5), dtype=np.float32)}
+    result = CamResult("cam", maps, {"mean": maps["flair"]})
+    meta = {"equicam": {"case_id": "C1", "modality": "flair"}}
+    layers = cam_layers(result, "equivariant", (2.0, 1.0, 1.0), meta)
+    names = [kwargs["name"] for _, kwargs, _ in layers]
+    assert names == ["CAM FLAIR (equivariant)", "CAM fused mean (equivariant)"]
+    _, flair, kind = layers[0]
+    assert kind == "image" and flair["scale"] == (2.0, 1.0, 1.0) and not flair["visible"]
+    assert flair["metadata"]["equicam"] == {
+        "case_id": "C1",
+        "modality": "flair",
+        "map": "flair",
+        "run": "equivariant",
+        "edited": False,
+        "saved": True,
+    }
+    assert meta == {"equicam": {"case_id": "C1", "modality": "flair"}}  # the scan's is untouched
+
+
+def test_masks_volumes_metrics_and_paths():
+    cam = np.array([[[0.2, 0.5, 0.9]]], np.float32)
+    np.testing.assert_array_equal(pseudo_mask(cam, 0.5), [[[0, 1, 1]]])
+    assert pseudo_mask(cam, 0.5).dtype == np.uint8
+    assert volume_cm3(np.ones((10, 10, 10)), (2.0, 1.0, 0.5)) == 1.0
+
+    truth = np.zeros((6, 6, 6), np.uint8)
+    truth[1:4, 1:4, 1:4] = 2  # any tumour label counts as whole tumour
+    rows = compare_table({"same": truth > 0, "empty": np.zeros_like(truth)}, truth, (1, 1, 1))
+    assert rows["mask"] == ["same", "empty"]
+    assert rows["Dice"] == [1.0, 0.0] and rows["ASSD (mm)"][0] == 0.0
+
+    info = {"case_folder": "/data/BraTS2021_00001", "case_id": "BraTS2021_00001"}
+    assert default_mask_path(info, "mask fused mean (baseline, Grad-CAM) edited") == Path(
+        "/data/BraTS2021_00001/BraTS2021_00001_mask_fused_mean_baseline_Grad_CAM_edited.nii.gz"
+    )
