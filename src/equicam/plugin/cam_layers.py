@@ -16,6 +16,11 @@ from equicam.core.inference import METHOD_NAMES, CamResult
 from equicam.core.metrics import assd, dice
 
 
+def layer_info(layer) -> dict:
+    """The ``equicam`` metadata of a layer (empty for foreign layers and for None)."""
+    return layer.metadata.get("equicam", {}) if layer is not None else {}
+
+
 def run_label(model: str, method: str) -> str:
     """``equivariant`` or ``baseline, Grad-CAM``: what produced a layer."""
     return model if method == "cam" else f"{model}, {METHOD_NAMES[method]}"

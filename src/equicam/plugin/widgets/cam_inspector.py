@@ -20,7 +20,13 @@ from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.fusion import FUSIONS
 from equicam.core.inference import METHOD_NAMES, cam_volume, run_to_end
 from equicam.core.preprocess import brain_mask, normalise_volume
-from equicam.plugin.cam_layers import cam_layers, mask_layer_name, pseudo_mask, run_label
+from equicam.plugin.cam_layers import (
+    cam_layers,
+    layer_info,
+    mask_layer_name,
+    pseudo_mask,
+    run_label,
+)
 from equicam.plugin.widgets.compare import ComparePanel
 from equicam.plugin.widgets.mask_tools import MaskTools
 from equicam.plugin.widgets.slice_plot import SliceProbabilityPlot
@@ -29,10 +35,6 @@ if TYPE_CHECKING:
     import napari
 
 CHECKPOINT_FILE = "checkpoint file..."
-
-
-def _info(layer) -> dict:
-    return layer.metadata.get("equicam", {})
 
 
 class CamInspector(Container):
@@ -109,7 +111,7 @@ class CamInspector(Container):
         return [
             layer.name
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and not {"map", "underlay"} & _info(layer).keys()
+            if isinstance(layer, Image) and not {"map", "underlay"} & layer_info(layer).keys()
         ]
 
     def _refresh_pickers(self, _event=None) -> None:
@@ -119,7 +121,7 @@ class CamInspector(Container):
                 for name in self._image_names():
                     layer = self.viewer.layers[name]
                     if (
-                        _info(layer).get("modality") == modality
+                        layer_info(layer).get("modality") == modality
                         or name.lower() == LAYER_NAMES[modality].lower()
                     ):
                         picker.value = name
@@ -159,7 +161,9 @@ class CamInspector(Container):
         if (spec, device) not in self._models:
             self._models[(spec, device)] = load_checkpoint(spec, device=device)
         model, meta = self._models[(spec, device)]
-        if "threshold" in meta and not any("run" in _info(layer) for layer in self.viewer.layers):
+        if "threshold" in meta and not any(
+            "run" in layer_info(layer) for layer in self.viewer.layers
+        ):
             self.threshold.value = float(meta["threshold"])  # the one chosen on validation
         return model, device, run_label(Path(spec).stem if own else spec, self.method.value)
 
@@ -286,12 +290,12 @@ class CamInspector(Container):
         """
         threshold = self.threshold.value
         for cam in [layer for layer in self.viewer.layers if isinstance(layer, Image)]:
-            info = _info(cam)
+            info = layer_info(cam)
             if "run" not in info:
                 continue
             name = mask_layer_name(info["map"], info["run"])
             mask = pseudo_mask(cam.data, threshold)
-            if name in self.viewer.layers and _info(self.viewer.layers[name]).get("edited"):
+            if name in self.viewer.layers and layer_info(self.viewer.layers[name]).get("edited"):
                 kept = self.viewer.layers[name]
                 kept.name = f"{name} edited"
                 notifications.show_warning(

@@ -15,14 +15,10 @@ from napari.layers import Image, Labels
 from napari.utils import notifications
 from qtpy.QtWidgets import QHeaderView
 
-from equicam.plugin.cam_layers import compare_table, mask_layer_name
+from equicam.plugin.cam_layers import compare_table, layer_info, mask_layer_name
 from equicam.plugin.layers import GROUND_TRUTH
 
 GRID_MODES = ["off", "sequences of one run", "runs of one map"]
-
-
-def _info(layer) -> dict:
-    return layer.metadata.get("equicam", {})
 
 
 class ComparePanel(Container):
@@ -67,17 +63,21 @@ class ComparePanel(Container):
         cams = [
             layer
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and "run" in _info(layer)
+            if isinstance(layer, Image) and "run" in layer_info(layer)
         ]
         if not cams or fallback is None:
             return []
         active = self.viewer.layers.selection.active
-        chosen = _info(active) if active is not None and "run" in _info(active) else {}
+        chosen = layer_info(active) if active is not None and "run" in layer_info(active) else {}
         if mode == "runs of one map":
             key, value = "map", chosen.get("map", self._default_map())
         else:
-            key, value = "run", chosen.get("run", _info(cams[-1])["run"])
-        return [(scans.get(_info(c)["map"], fallback), c) for c in cams if _info(c)[key] == value]
+            key, value = "run", chosen.get("run", layer_info(cams[-1])["run"])
+        return [
+            (scans.get(layer_info(c)["map"], fallback), c)
+            for c in cams
+            if layer_info(c)[key] == value
+        ]
 
     def grid_on(self, mode: str) -> bool:
         """One cell per CAM: its scan, the CAM and its mask outline; False if nothing to show."""
@@ -85,7 +85,9 @@ class ComparePanel(Container):
         if not cells:
             notifications.show_info("CAM inspector: run a model first, then compare")
             return False
-        masks = [mask_layer_name(_info(cam)["map"], _info(cam)["run"]) for _, cam in cells]
+        masks = [
+            mask_layer_name(layer_info(cam)["map"], layer_info(cam)["run"]) for _, cam in cells
+        ]
         with_masks = all(mask in viewer.layers for mask in masks)
         self._saved = (list(viewer.layers), {layer.name: layer.visible for layer in viewer.layers})
         for layer in viewer.layers:
@@ -131,7 +133,7 @@ class ComparePanel(Container):
             self.viewer.layers.move(self.viewer.layers.index(layer), index)
             layer.visible = visible.get(layer.name, layer.visible)
             layer.name_overlay.visible = False
-            if isinstance(layer, Labels) and "run" in _info(layer):
+            if isinstance(layer, Labels) and "run" in layer_info(layer):
                 layer.contour = 0
         self.viewer.reset_view()
 
@@ -144,7 +146,7 @@ class ComparePanel(Container):
         masks = {
             layer.name: np.asarray(layer.data)
             for layer in self.viewer.layers
-            if isinstance(layer, Labels) and "run" in _info(layer)
+            if isinstance(layer, Labels) and "run" in layer_info(layer)
         }
         rows = compare_table(masks, truth.data, truth.scale)
         rows["Dice"] = [f"{v:.3f}" for v in rows["Dice"]]

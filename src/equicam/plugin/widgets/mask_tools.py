@@ -16,11 +16,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from equicam.core.brats import save_volume
-from equicam.plugin.cam_layers import default_mask_path, volume_cm3
-
-
-def _info(layer) -> dict:
-    return layer.metadata.get("equicam", {}) if layer is not None else {}
+from equicam.plugin.cam_layers import default_mask_path, layer_info, volume_cm3
 
 
 class _CloseGuard(QObject):
@@ -68,7 +64,7 @@ class MaskTools(Container):
         layer.events.paint.connect(lambda _event: self._edited(layer))
 
     def _edited(self, layer: Labels) -> None:
-        _info(layer).update(edited=True, saved=False)
+        layer_info(layer).update(edited=True, saved=False)
         window = self.native.window()
         if window is not self.native:  # docked: guard the main window against closing
             window.installEventFilter(self._close_guard)
@@ -80,13 +76,13 @@ class MaskTools(Container):
         return [
             layer.name
             for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not _info(layer).get("saved", True)
+            if isinstance(layer, Labels) and not layer_info(layer).get("saved", True)
         ]
 
     def _selected(self, _event=None) -> None:
         layer = self.viewer.layers.selection.active
-        if isinstance(layer, Labels) and "case_folder" in _info(layer):
-            self.save_path.value = default_mask_path(_info(layer), layer.name)
+        if isinstance(layer, Labels) and "case_folder" in layer_info(layer):
+            self.save_path.value = default_mask_path(layer_info(layer), layer.name)
         self.show_status()
 
     def show_status(self) -> None:
@@ -95,13 +91,13 @@ class MaskTools(Container):
         if not isinstance(layer, Labels):
             self.status.value = ""
             return
-        unsaved = "  (unsaved edits)" if not _info(layer).get("saved", True) else ""
+        unsaved = "  (unsaved edits)" if not layer_info(layer).get("saved", True) else ""
         self.status.value = f"{layer.name}: {volume_cm3(layer.data, layer.scale):.2f} cm³{unsaved}"
 
     def save_selected(self) -> None:
         """Save the selected mask as NIfTI in its scan's geometry (never over an input scan)."""
         layer = self.viewer.layers.selection.active
-        info = _info(layer)
+        info = layer_info(layer)
         if not isinstance(layer, Labels) or "geometry" not in info:
             notifications.show_error("CAM inspector: select a mask layer of a case to save")
             return
