@@ -30,13 +30,23 @@ MODALITY_VALUES = {"t1": 10, "t1ce": 20, "t2": 30, "flair": 40}
 
 
 def raw_labels(shape, layout):
-    """A segmentation with a known pattern: core, oedema and enhancing slabs (raw labels)."""
+    """A segmentation in file order with a known pattern of raw labels, as ``layout`` codes them.
+
+    Slabs along the first file axis: core at i = 2, 3, oedema at 4, 5, enhancing at 6, 7, all at
+    j = 2, 3 and k = 2, 3 (normalised labels 1, 2, 3). ``shape`` needs at least (8, 4, 4).
+    """
     codes = {"brats2021": (1, 2, 4), "brats2023": (1, 2, 3), "decathlon": (2, 1, 3)}[layout]
     seg = np.zeros(shape, np.uint8)
     seg[2:4, 2:4, 2:4] = codes[0]  # core (necrotic / non-enhancing)
     seg[4:6, 2:4, 2:4] = codes[1]  # oedema
     seg[6:8, 2:4, 2:4] = codes[2]  # enhancing
     return seg
+
+
+def modality_volume(modality, shape):
+    """The int16 volume write_case stores for a modality: its own constant plus a ramp 0..6."""
+    ramp = np.arange(np.prod(shape)).reshape(shape) % 7
+    return (MODALITY_VALUES[modality] + ramp).astype(np.int16)
 
 
 def write_case(
@@ -49,26 +59,28 @@ def write_case(
     modalities=("t1", "t1ce", "t2", "flair"),
     seg=True,
 ) -> Path:
-    """Write a tiny case on disk; each modality is filled with its own constant plus a ramp.
+    """Write a tiny case on disk with nibabel (see modality_volume and raw_labels).
 
-    Returns the case folder (for ``decathlon``, the dataset root with imagesTr/labelsTr).
+    ``layout`` is ``brats2021``, ``brats2023`` or ``decathlon``; ``shape`` and ``affine`` are
+    the file's. Returns the case folder (for ``decathlon``, the dataset root that holds
+    imagesTr/labelsTr; its 4-D image always has the four channels).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    ramp = np.arange(np.prod(shape)).reshape(shape) % 7
-    volumes = {m: (MODALITY_VALUES[m] + ramp).astype(np.int16) for m in modalities}
     if layout == "decathlon":
         (folder / "imagesTr").mkdir(exist_ok=True)
-        stacked = np.stack([volumes[m] for m in ("flair", "t1", "t1ce", "t2")], axis=-1)
-        nib.save(nib.Nifti1Image(stacked, affine), folder / "imagesTr" / f"{case_id}{ext}")
+        channels = [modality_volume(m, shape) for m in ("flair", "t1", "t1ce", "t2")]
+        image = nib.Nifti1Image(np.stack(channels, axis=-1), affine)
+        nib.save(image, folder / "imagesTr" / f"{case_id}{ext}")
         if seg:
             (folder / "labelsTr").mkdir(exist_ok=True)
-            labels = raw_labels(shape, layout)
-            nib.save(nib.Nifti1Image(labels, affine), folder / "labelsTr" / f"{case_id}{ext}")
+            labels = nib.Nifti1Image(raw_labels(shape, layout), affine)
+            nib.save(labels, folder / "labelsTr" / f"{case_id}{ext}")
         return folder
     names = SUFFIXES[layout]
-    for m, volume in volumes.items():
-        nib.save(nib.Nifti1Image(volume, affine), folder / f"{case_id}{names[m]}{ext}")
+    for m in modalities:
+        image = nib.Nifti1Image(modality_volume(m, shape), affine)
+        nib.save(image, folder / f"{case_id}{names[m]}{ext}")
     if seg:
-        labels = raw_labels(shape, layout)
-        nib.save(nib.Nifti1Image(labels, affine), folder / f"{case_id}{names['seg']}{ext}")
+        labels = nib.Nifti1Image(raw_labels(shape, layout), affine)
+        nib.save(labels, folder / f"{case_id}{names['seg']}{ext}")
     return folder

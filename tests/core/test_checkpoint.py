@@ -6,8 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from equicam.core import checkpoint as checkpoint_module
 from equicam.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.preprocess import NORMALISATION
 
 CONFIG = ModelConfig(modalities=("t1", "flair"), widths=(4, 8, 8, 8), input_size=32)
 
@@ -24,6 +26,7 @@ def test_round_trip_keeps_weights_and_metadata(saved, tmp_path):
     path, model = saved
     loaded, meta = load_checkpoint(path, modalities=["flair"])
     assert meta["threshold"] == 0.4 and meta["model"] == CONFIG.to_dict()
+    assert meta["preprocessing"] == NORMALISATION and meta["format"] == 1
     assert loaded.config == CONFIG and not loaded.training
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
@@ -49,10 +52,22 @@ def test_wrong_files_are_refused_by_name(saved, tmp_path):
     path, _ = saved
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[:100])
+    cut_weights = tmp_path / "cut_weights.safetensors"
+    cut_weights.write_bytes(path.read_bytes()[:-64])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 4096)
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, foreign)
+    not_json = tmp_path / "not_json.safetensors"
+    save_file({"w": torch.zeros(2)}, not_json, metadata={"equicam": "{oops"})
+    future = tmp_path / "future.safetensors"
+    save_file({"w": torch.zeros(2)}, future, metadata={"equicam": json.dumps({"format": 99})})
     cases = {
         truncated: "not a readable safetensors",
+        cut_weights: "not a readable safetensors",
+        garbage: "not a readable safetensors",
+        not_json: "not valid JSON",
+        future: "unsupported checkpoint format 99",
         foreign: "without equicam metadata",
         tmp_path / "missing.safetensors": "no such checkpoint",
     }
@@ -81,12 +96,43 @@ def test_other_modalities_or_architecture_are_refused(saved, tmp_path):
         load_checkpoint(fewer)
 
 
-def test_bundled_names_resolve_or_say_they_are_missing():
-    for name in ("equivariant", "baseline"):
-        try:
-            model, meta = load_checkpoint(name)
-        except CheckpointError as error:
-            assert "is not installed" in str(error)
-        else:
-            assert set(model.modalities) == {"t1", "t1ce", "t2", "flair"}
-            assert 0 < meta["threshold"] < 1
+def test_other_preprocessing_or_non_finite_weights_are_refused(saved, tmp_path):
+    path, model = saved
+    meta = {"format": 1, "model": CONFIG.to_dict()}
+    other = tmp_path / "per_slice.safetensors"
+    save_file(
+        model.state_dict(),
+        other,
+        metadata={"equicam": json.dumps({**meta, "preprocessing": "zscore-slice"})},
+    )
+    with pytest.raises(CheckpointError, match="trained on 'zscore-slice' inputs"):
+        load_checkpoint(other)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["nets.t1.head.weight"][0, 0] = float("nan")
+    broken = tmp_path / "nan.safetensors"
+    save_file(state, broken, metadata={"equicam": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="non-finite weights .* nets.t1.head.weight"):
+        load_checkpoint(broken)
+
+
+def test_saving_is_atomic_and_leaves_no_temporary_file(saved, tmp_path):
+    path, model = saved
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        save_checkpoint(path, model, {"threshold": object()})  # not JSON-able
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
+
+
+@pytest.mark.parametrize("name", ["equivariant", "baseline"])
+def test_bundled_names_load_from_the_package(name):
+    model, meta = load_checkpoint(name, modalities=["t2"])
+    assert set(model.modalities) == {"t1", "t1ce", "t2", "flair"}
+    assert 0 < meta["threshold"] < 1
+
+
+def test_a_bundled_name_without_its_file_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "BUNDLED_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="has not been trained and bundled yet") as error:
+        load_checkpoint("equivariant")
+    assert str(tmp_path / "equivariant.safetensors") in str(error.value)

@@ -1,6 +1,11 @@
 """`equicam cam` and `equicam evaluate` on small synthetic cases with a tiny checkpoint."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -8,21 +13,59 @@ import pytest
 import torch
 
 from equicam.cli import main
+from equicam.core.brats import CaseError, load_case
 from equicam.core.checkpoint import save_checkpoint
+from equicam.core.evaluation import cam_case, evaluate
+from equicam.core.metrics import assd, dice
 from equicam.core.model import ModelConfig, MultiModalCAM
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MAPS = ["t1", "t1ce", "t2", "flair", "fused_mean", "fused_max", "fused_geometric"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def _tiny_model():
     torch.manual_seed(0)
     model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32))
     with torch.no_grad():  # lean towards "tumour" so that maps are not all gated to zero
         for net in model.nets.values():
             net.head.weight[1] += 0.3
+    return model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    return save_checkpoint(path, model, {"threshold": 0.4})
+    return save_checkpoint(path, _tiny_model(), {"threshold": 0.4})
+
+
+def test_per_map_thresholds_of_the_checkpoint_are_used(synthetic_cases, tmp_path):
+    per_map = {"t1": 0.2, "flair": 0.7, "fused_mean": 0.3}
+    path = save_checkpoint(
+        tmp_path / "per_map.safetensors", _tiny_model(), {"threshold": 0.4, "thresholds": per_map}
+    )
+    case = synthetic_cases / "BraTS2021_00000"
+    cam_case(case, path, tmp_path / "out", device="cpu")
+    used = json.loads((tmp_path / "out" / "cam.json").read_text())["thresholds"]
+    assert used == {**dict.fromkeys(MAPS[:-1], 0.4), **per_map}
+    for name in ("t1", "flair", "t2"):
+        cam = np.asarray(nib.load(tmp_path / "out" / f"cam_{name}.nii.gz").dataobj)
+        mask = np.asarray(nib.load(tmp_path / "out" / f"mask_{name}.nii.gz").dataobj)
+        np.testing.assert_array_equal(mask, cam >= used[name])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / case.name).symlink_to(case)
+    results = evaluate(
+        data, path, tmp_path / "eval", device="cpu", thresholds=(0.5,), log=lambda line: None
+    )
+    assert {k: v["threshold"] for k, v in results["summary"].items()} == {
+        **dict.fromkeys(MAPS, 0.4),
+        **per_map,
+    }
+    assert {v["threshold"] for v in results["sweep"]["0.5"].values()} == {0.5}
+    cam_case(case, path, tmp_path / "fixed", device="cpu", threshold=0.6)
+    fixed = json.loads((tmp_path / "fixed" / "cam.json").read_text())["thresholds"]
+    assert set(fixed.values()) == {0.6}
 
 
 def _cam_args(case, checkpoint, out):
@@ -56,7 +99,8 @@ def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpo
         assert values.min() >= 0 and values.max() <= 1
         np.testing.assert_array_equal(np.asarray(mask.dataobj), values >= 0.4)
     provenance = json.loads((tmp_path / "cam.json").read_text())
-    assert provenance["threshold"] == 0.4 and provenance["method"] == "cam"
+    assert provenance["thresholds"] == dict.fromkeys(names, 0.4) and provenance["method"] == "cam"
+    assert provenance["checkpoint_file"] == str(checkpoint)
 
 
 def test_a_rerun_keeps_a_mask_the_user_edited(synthetic_cases, checkpoint, tmp_path):
@@ -134,3 +178,114 @@ def test_a_bad_checkpoint_is_a_clear_command_line_error(synthetic_cases, tmp_pat
     )
     assert code == 2
     assert "model.pt" in capsys.readouterr().err
+
+
+def _labelled_pair(synthetic_cases, folder):
+    """Two labelled synthetic cases (linked) in a fresh data folder."""
+    folder.mkdir()
+    for name in ("BraTS2021_00000", "BraTS2021_00006"):
+        (folder / name).symlink_to(synthetic_cases / name)
+    return folder
+
+
+def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, checkpoint, tmp_path):
+    data = _labelled_pair(synthetic_cases, tmp_path / "data")
+    results = evaluate(
+        data,
+        checkpoint,
+        tmp_path / "eval",
+        device="cpu",
+        threshold=0.3,
+        thresholds=(0.3, 0.55),
+        fusions=("mean", "max"),
+        log=lambda line: None,
+    )
+    assert set(results["sweep"]) == {"0.3", "0.55"}
+    assert results["sweep"]["0.3"] == results["summary"]
+    assert all(
+        row["threshold"] == 0.3 and row["n_cases"] == 2 for row in results["summary"].values()
+    )
+    case = load_case(data / "BraTS2021_00006")
+    cam_case(case.files.folder, checkpoint, tmp_path / "cam", device="cpu", threshold=0.3)
+    for name in ("flair", "fused_max"):
+        mask = case.geometry.to_display(
+            np.asarray(nib.load(tmp_path / "cam" / f"mask_{name}.nii.gz").dataobj)
+        )
+        scores = results["per_case"]["BraTS2021_00006"][name]
+        assert scores["dice"] == pytest.approx(dice(mask, case.whole_tumour))
+        assert scores["assd"] == pytest.approx(assd(mask, case.whole_tumour, case.spacing))
+    table = (tmp_path / "eval" / "results.md").read_text()
+    assert "| fused_max |" in table and "Mean Dice per threshold" in table
+
+
+def test_a_case_with_fewer_modalities_gives_the_maps_it_can(synthetic_cases, checkpoint, tmp_path):
+    case = tmp_path / "data" / "BraTS2021_00000"
+    case.mkdir(parents=True)
+    for suffix in ("t2", "flair", "seg"):
+        name = f"BraTS2021_00000_{suffix}.nii.gz"
+        (case / name).symlink_to(synthetic_cases / "BraTS2021_00000" / name)
+    with pytest.warns(UserWarning, match="no t1, t1ce file"):
+        written = cam_case(case, checkpoint, tmp_path / "out", device="cpu")
+    names = {p.name for p in written}
+    assert {"cam_t2.nii.gz", "cam_flair.nii.gz", "cam_fused_mean.nii.gz"} <= names
+    assert not any("t1" in n for n in names)
+    assert json.loads((tmp_path / "out" / "cam.json").read_text())["modalities"] == ["t2", "flair"]
+
+
+def test_bad_output_folder_or_threshold_fail_before_any_work(
+    synthetic_cases, checkpoint, tmp_path
+):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    case = synthetic_cases / "BraTS2021_00000"
+    with pytest.raises(CaseError, match="cannot create the output folder") as error:
+        cam_case(case, checkpoint, blocker / "out", device="cpu")
+    assert "a_file" in str(error.value)
+    with pytest.raises(CaseError, match="cannot create the output folder"):
+        evaluate(synthetic_cases, checkpoint, blocker / "out", device="cpu")
+    with pytest.raises(ValueError, match="threshold must lie strictly between 0 and 1"):
+        cam_case(case, checkpoint, tmp_path / "out", device="cpu", threshold=1.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_evaluate_under_torchrun_shards_cases_and_matches_one_process(
+    synthetic_cases, checkpoint, tmp_path
+):
+    data = _labelled_pair(synthetic_cases, tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "equicam.cli",
+        "evaluate",
+        str(data),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--device",
+        "cpu",
+    ]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for case_id in ("BraTS2021_00000", "BraTS2021_00006"):  # each case on one rank only
+        assert run.stdout.count(f"{case_id} Dice:") == 1, run.stdout
+    both = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    one = evaluate(data, checkpoint, tmp_path / "one", device="cpu", log=lambda line: None)
+    assert both["ranks"] == 2 and both["cases"] == one["cases"] == sorted(one["per_case"])
+    for case_id, maps in one["per_case"].items():
+        for name, scores in maps.items():
+            theirs = both["per_case"][case_id][name]
+            assert theirs["dice"] == pytest.approx(scores["dice"], abs=1e-3)
+            assert theirs["assd"] == pytest.approx(scores["assd"], rel=1e-2, abs=1e-2)

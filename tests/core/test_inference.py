@@ -104,6 +104,32 @@ def test_gradcam_equals_cam_up_to_scale_and_gradcampp_differs(model):
     )
 
 
+def test_cam_is_exactly_the_relu_of_the_tumour_channel(model):
+    net = model.nets["t1"]
+    x = torch.randn(3, 1, 32, 32)
+    cam, probs = _tumour_maps(net, x, "cam")
+    with torch.no_grad():
+        out = net(x)
+    torch.testing.assert_close(cam, torch.relu(out[:, 1]), rtol=0, atol=0)
+    torch.testing.assert_close(probs, torch.softmax(out.mean(dim=(2, 3)), dim=1)[:, 1])
+
+
+def test_gradcampp_matches_its_closed_form_for_a_linear_score(model):
+    # The tumour logit is linear in the features: sum_k w_k mean(A_k), so every gradient is
+    # g_k = w_k / (H W) everywhere, and Grad-CAM++ reduces to weights H W relu(g_k) / (2 + S_k g_k)
+    # with S_k the sum of A_k over the slice.
+    net = model.nets["flair"]
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        features = net.features(x)
+    g = (net.head.weight[1, :, 0, 0] / (32 * 32)).detach()[None, :, None, None]
+    sums = features.sum(dim=(2, 3), keepdim=True)
+    weights = 32 * 32 * torch.relu(g) / (2 + sums * g)
+    expected = torch.relu((weights * features).sum(dim=1))
+    ours, _ = _tumour_maps(net, x, "gradcampp")
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_our_gradcam_agrees_with_captum(model):
     from captum.attr import LayerGradCam
 

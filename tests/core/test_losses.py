@@ -1,5 +1,6 @@
 """Loss properties: zero where the method says zero, gates, detached teachers."""
 
+import pytest
 import torch
 
 from equicam.core.losses import (
@@ -12,7 +13,7 @@ from equicam.core.losses import (
     normalise_cam,
 )
 from equicam.core.model import ModelConfig, MultiModalCAM
-from equicam.core.transforms import SpatialTransform, apply_transform
+from equicam.core.transforms import KINDS, SpatialTransform, apply_transform, sample_transform
 
 
 def _blob(n=2, size=16):
@@ -47,6 +48,14 @@ def test_kl_of_equal_distributions_is_zero_and_positive_otherwise():
     logits = torch.randn(4, 2)
     assert kl_loss(logits, logits.clone(), 10.0).abs() < 1e-4  # float rounding x T^2
     assert kl_loss(logits, logits + torch.tensor([3.0, -3.0]), 10.0) > 1e-2
+
+
+def test_kl_sends_no_gradient_to_the_teacher():
+    student = torch.randn(4, 2, requires_grad=True)
+    teacher = torch.randn(4, 2, requires_grad=True)
+    kl_loss(student, teacher, 10.0).backward()
+    assert teacher.grad is None
+    assert student.grad is not None and student.grad.abs().sum() > 0
 
 
 def test_gated_distance_is_scale_invariant_and_gated():
@@ -128,3 +137,83 @@ def test_one_modality_has_no_cross_terms():
     cams_x, cams_ax = _forward(model, t)
     terms = method_losses(cams_x, cams_ax, torch.tensor([1, 1, 0, 1]), t, LossWeights())["flair"]
     assert terms["kl"] == 0 and terms["cmer"] == 0 and torch.isfinite(terms["total"])
+
+
+@pytest.mark.parametrize("kind", ["hflip", "vflip", "rot90", "rot180", "rot270"])
+def test_equivariant_modalities_that_agree_give_zero_er_and_cmer(kind):
+    """CAMs that follow A exactly and agree across modalities up to scale: ER = CMER = 0."""
+    t = SpatialTransform(kind)
+    tumour = 4 * _blob(n=3) - 1  # partly negative: ReLU and min-max matter
+    cam = torch.stack([torch.full_like(tumour, -2.0), tumour], dim=1)  # tumour logit wins
+    cams_x = {"a": cam, "b": 3 * cam}
+    cams_ax = {m: apply_transform(v, t) for m, v in cams_x.items()}
+    y = torch.tensor([1, 1, 0])
+    losses = method_losses(cams_x, cams_ax, y, t, LossWeights())
+    for terms in losses.values():
+        assert terms["er"] == 0
+        assert terms["cmer"].abs() < 1e-9
+        assert terms["kl"] > 0, "the logits differ by a factor 3"
+    cams_ax["b"] = cams_ax["b"].flip(-1).flip(-2)  # b no longer follows A
+    losses = method_losses(cams_x, cams_ax, y, t, LossWeights())
+    assert losses["a"]["er"] == 0 and losses["b"]["er"] > 0
+    assert losses["a"]["cmer"] > 0 and losses["b"]["cmer"] > 0
+
+
+def test_summed_totals_give_each_network_exactly_its_own_gradient():
+    """One backward of sum_m L_m equals, per network, the gradient of its own L_m alone."""
+    model = _tiny()
+    with torch.no_grad():  # every network calls every slice tumour: all CMER gates open
+        for net in model.nets.values():
+            net.head.weight[1] = net.head.weight[1].abs()
+            net.head.weight[0] = -net.head.weight[0].abs()
+    t = SpatialTransform("rot90")
+    cams_x, cams_ax = _forward(model, t)
+    y = torch.tensor([1, 0, 1, 1])
+    losses = method_losses(cams_x, cams_ax, y, t, LossWeights())
+    assert all(terms["kl"] > 0 and terms["cmer"] > 0 for terms in losses.values())
+    own = {
+        m: torch.autograd.grad(
+            losses[m]["total"], list(net.parameters()), retain_graph=True, allow_unused=True
+        )
+        for m, net in model.nets.items()
+    }
+    sum(terms["total"] for terms in losses.values()).backward()
+    for m, net in model.nets.items():
+        for p, g in zip(net.parameters(), own[m], strict=True):
+            assert g is not None
+            torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_of_a_trains_through_the_losses(kind):
+    """Including rescale, where Ax and its CAM have another size than x."""
+    model = _tiny(("t1", "t2"))
+    t = SpatialTransform(kind, shift=(-0.25, 0.3), size=40)
+    cams_x, cams_ax = _forward(model, t)
+    assert cams_ax["t1"].shape[-1] == (40 if kind == "rescale" else 32)
+    losses = method_losses(cams_x, cams_ax, torch.tensor([1, 1, 0, 1]), t, LossWeights())
+    total = sum(terms["total"] for terms in losses.values())
+    assert torch.isfinite(total) and losses["t1"]["er"] > 0
+    total.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_low_precision_cams_give_float32_losses():
+    t = sample_transform(torch.Generator().manual_seed(1), 16)
+    cams_x = {m: torch.randn(4, 2, 16, 16) for m in ("a", "b")}
+    cams_ax = {
+        m: apply_transform(v, t) + 0.3 * torch.randn(4, 2, 16, 16) for m, v in cams_x.items()
+    }
+    y = torch.tensor([1, 0, 1, 1])
+    full = method_losses(cams_x, cams_ax, y, t, LossWeights())
+    half = method_losses(
+        {m: v.bfloat16() for m, v in cams_x.items()},
+        {m: v.bfloat16() for m, v in cams_ax.items()},
+        y,
+        t,
+        LossWeights(),
+    )
+    for m in full:
+        for name, value in half[m].items():
+            assert value.dtype == torch.float32
+            torch.testing.assert_close(value, full[m][name], rtol=0.05, atol=1e-6)

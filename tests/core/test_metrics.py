@@ -28,6 +28,23 @@ def test_known_answers():
     assert 0 < assd(a, b, (1.0, 1.0, 3.0)) <= 6.0
 
 
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_exact_distances_of_shifted_points_and_slabs(k):
+    spacing = (2.0, 0.5, 1.5)
+    one, other = np.zeros((12, 12, 12), bool), np.zeros((12, 12, 12), bool)
+    one[4, 5, 2], other[4, 5, 2 + k] = True, True
+    assert assd(one, other, spacing) == pytest.approx(1.5 * k)
+    # Two slabs 2 voxels thick, shifted by k along z: faces move by k * dz.
+    slab, shifted = np.zeros((16, 6, 6), bool), np.zeros((16, 6, 6), bool)
+    slab[2:4], shifted[2 + k : 4 + k] = True, True
+    # Every voxel of a 2-thick slab that fills the (Y, X) plane is surface (the array edge
+    # counts as outside): half of them are k planes from the other slab, half k - 1.
+    assert assd(slab, shifted, spacing) == pytest.approx(2.0 * (k - 0.5))
+    assert assd(slab, shifted, spacing) == pytest.approx(
+        binary.assd(slab, shifted, voxelspacing=spacing)
+    )
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_agrees_with_medpy_on_random_blobs_and_anisotropic_spacing(seed):
     from scipy import ndimage
@@ -42,6 +59,30 @@ def test_agrees_with_medpy_on_random_blobs_and_anisotropic_spacing(seed):
     )
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_agrees_with_medpy_on_structured_masks_touching_the_border(seed):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:20, :30, :26]
+    centre = rng.uniform((0, 5, 5), (20, 25, 21))
+    radii = rng.uniform(3, 9, size=3)
+    ellipsoid = ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+    ellipsoid = ellipsoid + ((x - centre[2]) / radii[2]) ** 2 <= 1
+    box = np.zeros_like(ellipsoid)
+    box[0 : rng.integers(3, 12), 8:20, rng.integers(0, 10) : 26] = True
+    spacing = tuple(rng.uniform(0.5, 3.0, size=3))
+    assert dice(ellipsoid, box) == pytest.approx(binary.dc(ellipsoid, box), abs=1e-12)
+    assert assd(ellipsoid, box, spacing) == pytest.approx(
+        binary.assd(ellipsoid, box, voxelspacing=spacing), rel=1e-9
+    )
+
+
+def test_mismatched_inputs_are_refused():
+    with pytest.raises(ValueError, match="do not match"):
+        assd(np.ones((2, 3, 4)), np.ones((2, 3, 5)), (1, 1, 1))
+    with pytest.raises(ValueError, match="do not match"):
+        assd(np.ones((2, 3, 4)), np.ones((2, 3, 4)), (1, 1))
+
+
 def test_fusions_keep_shape_and_range():
     rng = np.random.default_rng(0)
     maps = [rng.random((3, 4, 5)).astype(np.float32) for _ in range(4)]
@@ -51,3 +92,10 @@ def test_fusions_keep_shape_and_range():
         assert np.all(fused >= 0) and np.all(fused <= 1)
     assert np.allclose(FUSIONS["max"](maps), np.max(maps, axis=0))
     assert np.allclose(FUSIONS["mean"]([maps[0]]), maps[0])
+
+
+def test_geometric_fusion_is_a_soft_and():
+    a = np.array([[[0.25, 0.5, 0.0]]], np.float32)
+    b = np.array([[[1.0, 0.5, 0.9]]], np.float32)
+    np.testing.assert_allclose(FUSIONS["geometric"]([a, b]), [[[0.5, 0.5, 0.0]]], rtol=1e-6)
+    np.testing.assert_allclose(FUSIONS["mean"]([a, b]), [[[0.625, 0.5, 0.45]]], rtol=1e-6)

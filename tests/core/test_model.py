@@ -16,6 +16,11 @@ def test_cam_has_the_input_size_and_logits_are_its_spatial_mean():
     assert net.head.bias is None
 
 
+def test_a_network_needs_four_levels():
+    with pytest.raises(ValueError, match="4 levels"):
+        CAMNet((4, 8, 8))
+
+
 def test_any_subset_of_modalities_runs():
     model = MultiModalCAM(ModelConfig(modalities=("t1", "flair"), widths=(4, 8, 8, 8)))
     out = model({"flair": torch.randn(2, 1, 32, 32)})

@@ -59,12 +59,46 @@ def test_same_seed_same_transform_and_every_kind_is_drawn():
     assert all(abs(v) <= 0.3 for t in shifts for v in t.shift)
 
 
+# Where a delta at (row 5, column 3) of a 16 x 16 slice lands; rescale is to 24 x 24.
+LANDING = {
+    "hflip": (5, 12),  # columns mirrored
+    "vflip": (10, 3),  # rows mirrored
+    "rot90": (12, 5),  # counter-clockwise
+    "rot180": (10, 12),
+    "rot270": (3, 10),
+    "translate": (7, 6),  # shift (0.1, 0.2) of 16 pixels: 2 rows down, 3 columns right
+    "rescale": (8, 5),  # pixel centres scale by 24 / 16
+}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_transform_moves_images_and_maps_identically(kind):
+    """Images (N, 1, H, W) and CAMs (N, 2, H, W) land on the same pixel under one A."""
     t = SpatialTransform(kind, shift=(0.1, 0.2), size=24)
-    image = torch.zeros(1, 1, 16, 16)
-    image[0, 0, 5, 3] = 1.0
-    cam = image.clone() * 7
-    moved_image, moved_cam = apply_transform(image, t), apply_transform(cam, t)
-    torch.testing.assert_close(moved_cam, moved_image * 7)
-    assert apply_transform(image, t, mode="nearest").shape == moved_image.shape
+    image = torch.zeros(2, 1, 16, 16)
+    image[:, 0, 5, 3] = 1.0
+    cam = torch.zeros(2, 2, 16, 16)
+    cam[:, 0, 5, 3] = 3.0
+    cam[:, 1, 5, 3] = 7.0
+    for moved in (apply_transform(image, t), apply_transform(cam, t)):
+        side = moved.shape[-1]
+        for channel in moved.reshape(-1, side * side):
+            assert divmod(int(channel.argmax()), side) == LANDING[kind]
+    nearest = apply_transform(image, t, mode="nearest")
+    assert nearest.shape == apply_transform(image, t).shape
+    assert set(nearest.unique().tolist()) <= {0.0, 1.0}, "nearest keeps mask values"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sampled_transforms_round_trip_on_smooth_input(seed):
+    t = sample_transform(torch.Generator().manual_seed(seed), 32)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    x = torch.cos(2 * yy - xx)[None, None]
+    moved = apply_transform(x, t)
+    assert moved.shape[-1] % 8 == 0
+    back = apply_transform(moved, invert_transform(t, 32))
+    assert back.shape == x.shape
+    kept = back != 0 if t.kind == "translate" else torch.ones_like(x, dtype=torch.bool)
+    inner = torch.zeros_like(kept)
+    inner[..., 2:-2, 2:-2] = True
+    assert (back - x)[kept & inner].abs().max() < 0.05

@@ -173,9 +173,9 @@ class Case:
     files
         Where it came from.
     images
-        Modality -> float32 array ``(Z, Y, X)`` in display order.
+        Modality -> C-contiguous float32 array ``(Z, Y, X)`` in display order.
     seg
-        Normalised labels ``(Z, Y, X)`` uint8 (see module docstring), or None.
+        Normalised labels ``(Z, Y, X)``, C-contiguous uint8 (see module docstring), or None.
     geometry
         Geometry of the first modality's file (all modalities share it).
     """
@@ -234,11 +234,15 @@ def _decathlon_case(path: Path) -> CaseFiles:
 
 
 def _cases_in_folder(folder: Path) -> dict[str, dict[str, list[Path]]]:
-    """Group the BraTS-named NIfTI files of one folder by (layout, case id)."""
+    """Group the BraTS-named NIfTI files of one folder by (layout, case id).
+
+    Hidden files are skipped: macOS leaves ``._<name>`` copies next to every file it unpacks,
+    and :func:`save_volume` writes through hidden temporary files.
+    """
     groups: dict[str, dict[str, list[Path]]] = {}
     for path in sorted(folder.iterdir()):
         parts = _split_nifti(path)
-        if not parts or not path.is_file():
+        if not parts or not path.is_file() or path.name.startswith("."):
             continue
         found = _match_suffix(parts[0])
         if found is None:
@@ -287,6 +291,8 @@ def find_case(path: str | os.PathLike) -> CaseFiles:
         parts = _split_nifti(path)
         if parts is None:
             raise CaseError(path, "not a NIfTI file (.nii or .nii.gz)")
+        if path.name.startswith("."):
+            raise CaseError(path, "hidden file (e.g. a macOS '._' copy), not a scan")
         if path.parent.name in ("imagesTr", "imagesTs", "labelsTr"):
             return _decathlon_case(path)
         found = _match_suffix(parts[0])
@@ -446,7 +452,8 @@ def load_case(
         raise CaseError(files.folder, f"case {files.case_id} has none of {list(wanted)}")
     if missing:
         notes.append(
-            f"{files.case_id}: no {', '.join(missing)} file; loading {', '.join(present)}"
+            f"{files.folder}: case {files.case_id} has no {', '.join(missing)} file; "
+            f"loading {', '.join(present)}"
         )
 
     raw: dict[str, np.ndarray] = {}
@@ -492,8 +499,12 @@ def load_case(
             data = data[..., 0]
         _check_volume(files.seg, data, "segmentation")
         _same_geometry(files.seg, _geometry(files.seg, image, data.shape), reference)
-        seg = reference.to_display(_normalise_labels(files.seg, data, files.layout))
-    images = {m: reference.to_display(v).astype(np.float32) for m, v in raw.items()}
+        seg = np.ascontiguousarray(
+            reference.to_display(_normalise_labels(files.seg, data, files.layout))
+        )
+    images = {
+        m: np.ascontiguousarray(reference.to_display(v), dtype=np.float32) for m, v in raw.items()
+    }
     for note in notes:
         warnings.warn(note, CaseWarning, stacklevel=2)
     return Case(files.case_id, files, images, seg, reference, notes)
@@ -545,10 +556,11 @@ def save_volume(
     header = geometry.header.copy()
     header.set_data_dtype(np.dtype(dtype))
     header.set_slope_inter(1.0, 0.0)
-    image = nib.Nifti1Image(
-        geometry.to_file(np.asarray(array).astype(dtype)), geometry.affine, header
-    )
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    image = image_class(geometry.to_file(np.asarray(array).astype(dtype)), geometry.affine, header)
     folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise CaseError(folder, "output folder is a file, not a folder")
     if not folder.is_dir():
         raise CaseError(folder, "output folder does not exist")
     try:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from equicam.core.atomic import publish
+from equicam.core.preprocess import NORMALISATION
 
 FORMAT = 1
 BUNDLED = ("equivariant", "baseline")
@@ -32,7 +33,11 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
     if str(spec) in BUNDLED:
         path = BUNDLED_DIR / f"{spec}.safetensors"
         if not path.is_file():
-            raise CheckpointError(path, f"the bundled '{spec}' checkpoint is not installed")
+            raise CheckpointError(
+                path,
+                f"the bundled '{spec}' checkpoint has not been trained and bundled yet "
+                "(train one with python -m training.train, or pass a .safetensors file)",
+            )
         return path
     path = Path(spec)
     if not path.is_file():
@@ -50,12 +55,18 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Path:
     model
         A :class:`~equicam.core.model.MultiModalCAM`.
     meta
-        JSON-able metadata; ``format`` and ``model`` are filled in.
+        JSON-able metadata; ``format`` and ``model`` are filled in, ``preprocessing``
+        defaults to the one normalisation of :mod:`equicam.core.preprocess`.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
-    info = {**meta, "format": FORMAT, "model": model.config.to_dict()}
+    info = {
+        "preprocessing": NORMALISATION,
+        **meta,
+        "format": FORMAT,
+        "model": model.config.to_dict(),
+    }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
@@ -88,8 +99,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError as error:
         raise CheckpointError(path, f"equicam metadata is not valid JSON ({error})") from None
-    if meta.get("format") != FORMAT or "model" not in meta:
-        raise CheckpointError(path, f"unsupported checkpoint format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(path, f"unsupported checkpoint format {found!r}")
     return meta
 
 
@@ -118,8 +130,8 @@ def load_checkpoint(
     Raises
     ------
     CheckpointError
-        Missing file, a pickle or corrupt file, foreign metadata, missing modalities, or
-        weights that do not fit the architecture.
+        Missing file, a pickle or corrupt file, foreign metadata, missing modalities, another
+        preprocessing, non-finite weights, or weights that do not fit the architecture.
     """
     from safetensors.torch import load_file
 
@@ -137,8 +149,20 @@ def load_checkpoint(
             path,
             f"has networks for {', '.join(config.modalities)}, not for {', '.join(missing)}",
         )
+    preprocessing = meta.get("preprocessing", NORMALISATION)
+    if preprocessing != NORMALISATION:
+        raise CheckpointError(
+            path,
+            f"trained on '{preprocessing}' inputs; this equicam normalises with '{NORMALISATION}'",
+        )
     model = MultiModalCAM(config)
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - header was fine, the data is not
+        raise CheckpointError(path, f"weights cannot be read ({error})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(path, f"non-finite weights (NaN or Inf) in {bad[0]}")
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # tensor shapes that differ from the architecture

@@ -1,10 +1,16 @@
-"""The back ends of ``equicam cam`` and ``equicam evaluate``."""
+"""The back ends of ``equicam cam`` and ``equicam evaluate``.
+
+``evaluate`` runs on one process, or under ``torchrun --nproc_per_node N``: each rank then
+evaluates every N-th case on its own device (``cuda:LOCAL_RANK`` on GPUs) and rank 0 gathers
+the scores and writes the reports.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +34,48 @@ def case_maps(case, model, *, method: str, device: str, fusions=("mean", "max"))
     return cam_volume(model, normalised, method=method, device=device, fusions=fusions)
 
 
-def _load_model(checkpoint, device):
-    from equicam.core.checkpoint import load_checkpoint
-    from equicam.core.device import resolve_device
+def _versions() -> dict:
+    import nibabel
+    import torch
 
+    return {
+        "equicam": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "nibabel": nibabel.__version__,
+    }
+
+
+def _load_model(checkpoint, device: str, local_rank: int = 0):
+    from equicam.core.checkpoint import load_checkpoint, resolve_checkpoint
+    from equicam.core.device import available_devices, resolve_device
+
+    if device in ("auto", "cuda") and local_rank:
+        gpus = available_devices()[1:]
+        device = gpus[local_rank % len(gpus)] if gpus else "cpu"
     device = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=device)
-    return model, meta, device
+    return model, meta, device, resolve_checkpoint(checkpoint)
+
+
+def _check_threshold(value: float) -> float:
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+def chosen_thresholds(meta: dict, threshold: float | None, names) -> dict[str, float]:
+    """The mask threshold of each map name.
+
+    ``threshold`` when given; otherwise the checkpoint's own choice on validation: its
+    per-map ``thresholds`` where it has one, else its single ``threshold``, else 0.5.
+    """
+    if threshold is not None:
+        return {name: _check_threshold(threshold) for name in names}
+    per_map = meta.get("thresholds") or {}
+    default = meta.get("threshold", DEFAULT_THRESHOLD)
+    return {name: _check_threshold(per_map.get(name, default)) for name in names}
 
 
 def cam_case(
@@ -48,19 +89,38 @@ def cam_case(
 ) -> list[Path]:
     """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
 
-    Files: ``cam_<name>.nii.gz`` (float32) and ``mask_<name>.nii.gz`` (uint8) for every
-    modality and ``fused_<fusion>``, in the case's geometry, plus ``cam.json`` (provenance).
-    A mask file that exists and differs from what this run would write, e.g. one a user has
-    corrected, is kept and the new mask is written beside it with a numbered name.
+    Parameters
+    ----------
+    case_path
+        A case folder or any one of its files (any BraTS layout).
+    checkpoint
+        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
+    out_dir
+        Output folder, created if needed.
+    method
+        ``cam``, ``gradcam`` or ``gradcampp``.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    threshold
+        Mask threshold of every map; default the checkpoint's (see :func:`chosen_thresholds`).
+
+    Returns
+    -------
+    list of Path
+        ``cam_<name>.nii.gz`` (float32) and ``mask_<name>.nii.gz`` (uint8) for every modality
+        the checkpoint and the case share and for ``fused_<fusion>``, in the case's geometry,
+        then ``cam.json`` (provenance). A mask file that exists and differs from what this run
+        would write, e.g. one a user has corrected, is kept and the new mask is written beside
+        it with a numbered name.
     """
     from equicam.core.inference import run_to_end
 
-    model, meta, device = _load_model(checkpoint, device)
+    if threshold is not None:
+        _check_threshold(threshold)
+    model, meta, device, source = _load_model(checkpoint, device)
     case = load_case(case_path, list(model.modalities))
-    threshold = float(meta.get("threshold", DEFAULT_THRESHOLD) if threshold is None else threshold)
+    out = _make_folder(Path(out_dir))
     result = run_to_end(case_maps(case, model, method=method, device=device))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     protect = case.files.inputs
     written = []
     for name, volume in result.all_maps().items():
@@ -69,27 +129,32 @@ def cam_case(
                 volume, case.geometry, out / f"cam_{name}.nii.gz", dtype="float32", protect=protect
             )
         )
-    for name, mask in result.masks(threshold).items():
-        written.append(
-            save_volume(
-                mask,
-                case.geometry,
-                _mask_path(out, name, mask, case),
-                dtype="uint8",
-                protect=protect,
-            )
-        )
+    thresholds = chosen_thresholds(meta, threshold, result.all_maps())
+    for name, mask in result.masks(thresholds).items():
+        path = _mask_path(out, name, mask, case)
+        written.append(save_volume(mask, case.geometry, path, dtype="uint8", protect=protect))
     provenance = {
         "case": case.case_id,
+        "case_folder": str(case.files.folder),
         "checkpoint": str(checkpoint),
+        "checkpoint_file": str(source),
         "method": method,
-        "threshold": threshold,
+        "thresholds": thresholds,
+        "modalities": list(result.maps),
         "device": device,
-        "equicam": __version__,
+        "versions": _versions(),
         "files": [p.name for p in written],
     }
     (out / "cam.json").write_text(json.dumps(provenance, indent=2))
     return [*written, out / "cam.json"]
+
+
+def _make_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CaseError(folder, f"cannot create the output folder ({error.strerror})") from None
+    return folder
 
 
 def _mask_path(out: Path, name: str, mask: np.ndarray, case) -> Path:
@@ -114,24 +179,37 @@ def _mask_path(out: Path, name: str, mask: np.ndarray, case) -> Path:
     return path
 
 
-def _scores(pred: np.ndarray, truth: np.ndarray, spacing) -> dict:
-    return {"dice": dice(pred, truth), "assd": assd(pred, truth, spacing)}
-
-
-def _summary(per_case: dict, key: str, threshold: float) -> dict:
-    names = sorted({name for row in per_case.values() for name in row})
+def _summary(rows: dict[str, dict[str, dict]], thresholds: dict[str, float]) -> dict:
+    """Mean and std over cases of each map's scores; ``rows``: case -> map -> scores."""
+    names = list(dict.fromkeys(name for row in rows.values() for name in row))
     summary = {}
     for name in names:
-        dices = [row[name][key]["dice"] if key else row[name]["dice"] for row in per_case.values()]
-        assds = [row[name][key]["assd"] if key else row[name]["assd"] for row in per_case.values()]
+        scores = [row[name] for row in rows.values() if name in row]
+        dices = [s["dice"] for s in scores]
+        assds = [s["assd"] for s in scores]
         summary[name] = {
             "dice_mean": float(np.mean(dices)),
             "dice_std": float(np.std(dices)),
             "assd_mean": float(np.mean(assds)),
             "assd_std": float(np.std(assds)),
-            "threshold": threshold,
+            "threshold": thresholds[name],
+            "n_cases": len(scores),
         }
     return summary
+
+
+def _distributed() -> tuple[int, int, int, bool]:
+    """``(rank, world, local_rank, joined)`` under torchrun; ``(0, 1, 0, False)`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0, False
+    import torch.distributed as dist
+
+    joined = not dist.is_initialized()
+    if joined:
+        # Only Python objects (scores) travel between ranks, so gloo serves CPU and GPU runs.
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")), joined
 
 
 def evaluate(
@@ -142,57 +220,132 @@ def evaluate(
     method: str = "cam",
     device: str = "auto",
     threshold: float | None = None,
-    fusions=("mean", "max", "geometric"),
-    log=print,
+    thresholds: Sequence[float] = SWEEP,
+    fusions: Sequence[str] = ("mean", "max", "geometric"),
+    log: Callable[[str], None] = print,
 ) -> dict:
     """Dice and ASSD of every case with a segmentation under ``data_dir``.
 
-    Writes ``results.json`` (schema in DESIGN.md, plus ``sweep``: the summary at every
-    threshold of :data:`SWEEP`), ``results.md`` and ``dice_vs_threshold.png``.
+    Parameters
+    ----------
+    data_dir
+        Folder of cases in any BraTS layout; cases without a segmentation are skipped with a
+        :class:`CaseWarning`.
+    checkpoint
+        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
+    out_dir
+        Output folder (rank 0 writes it).
+    method
+        ``cam``, ``gradcam`` or ``gradcampp``.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; under torchrun ``auto``/``cuda`` mean the
+        rank's own GPU.
+    threshold
+        Threshold of every map in the summary; default the checkpoint's choice on validation
+        (see :func:`chosen_thresholds`).
+    thresholds
+        The sweep: every map is also scored at each of these.
+    fusions
+        Fusions evaluated as ``fused_<name>`` maps.
+    log
+        Receives one line per case.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``: ``checkpoint``, ``method``, ``cases``, ``summary``
+        (map -> dice_mean, dice_std, assd_mean, assd_std, threshold, n_cases), ``per_case``
+        (case -> map -> dice, assd), ``sweep`` (threshold -> summary), plus provenance. Also
+        writes ``results.md`` and ``dice_vs_threshold.png``.
     """
     from equicam.core.inference import run_to_end
 
-    model, meta, device = _load_model(checkpoint, device)
-    threshold = float(meta.get("threshold", DEFAULT_THRESHOLD) if threshold is None else threshold)
+    if threshold is not None:
+        _check_threshold(threshold)
+    sweep = [float(t) for t in thresholds]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    per_case, sweep_rows = {}, {}
-    for files in find_cases(data_dir):
-        if files.seg is None:
-            warnings.warn(f"{files.case_id}: no segmentation, skipped", CaseWarning, stacklevel=2)
-            continue
-        case = load_case(files, [m for m in model.modalities if m in files.images])
-        result = run_to_end(case_maps(case, model, method=method, device=device, fusions=fusions))
-        truth = case.whole_tumour
-        maps = result.all_maps()
-        per_case[case.case_id] = {
-            name: _scores(v >= threshold, truth, case.spacing) for name, v in maps.items()
-        }
-        sweep_rows[case.case_id] = {
-            name: {f"{t:.1f}": _scores(v >= t, truth, case.spacing) for t in SWEEP}
-            for name, v in maps.items()
-        }
-        fused = per_case[case.case_id].get("fused_mean", {}).get("dice", float("nan"))
-        log(f"{case.case_id}: fused_mean Dice {fused:.3f}")
-    if not per_case:
-        raise CaseError(data_dir, "no case with a segmentation to evaluate")
+    rank, world, local_rank, joined = _distributed()
+    try:
+        if rank == 0:  # an unwritable folder is found before the long part, not after
+            _make_folder(out)
+        model, meta, device, source = _load_model(checkpoint, device, local_rank)
+        labelled = []
+        for files in find_cases(data_dir):
+            if files.seg is not None:
+                labelled.append(files)
+            elif rank == 0:
+                warnings.warn(
+                    f"{files.folder}: case {files.case_id} has no segmentation, skipped",
+                    CaseWarning,
+                    stacklevel=2,
+                )
+        if not labelled:
+            raise CaseError(data_dir, "no case with a segmentation to evaluate")
+        # case -> map -> scores at the map's own threshold; threshold -> the same at each level
+        per_case: dict[str, dict] = {}
+        swept: dict[float, dict[str, dict]] = {t: {} for t in sweep}
+        chosen: dict[str, float] = {}
+        for files in labelled[rank::world]:
+            case = load_case(files, [m for m in model.modalities if m in files.images])
+            result = run_to_end(
+                case_maps(case, model, method=method, device=device, fusions=fusions)
+            )
+            truth, maps = case.whole_tumour, result.all_maps()
+            chosen.update(chosen_thresholds(meta, threshold, maps))
+            rows = {}
+            for name, v in maps.items():
+                for t in {chosen[name], *sweep}:
+                    rows[name, t] = {
+                        "dice": dice(v >= t, truth),
+                        "assd": assd(v >= t, truth, case.spacing),
+                    }
+            per_case[case.case_id] = {name: rows[name, chosen[name]] for name in maps}
+            for t in sweep:
+                swept[t][case.case_id] = {name: rows[name, t] for name in maps}
+            log(
+                f"{case.case_id} Dice: "
+                + ", ".join(f"{k} {s['dice']:.3f}" for k, s in per_case[case.case_id].items())
+            )
+        if world > 1:
+            import torch.distributed as dist
+
+            shards: list = [None] * world
+            dist.all_gather_object(shards, (per_case, swept, chosen))
+            per_case = {k: v for shard in shards for k, v in shard[0].items()}
+            swept = {t: {k: v for shard in shards for k, v in shard[1][t].items()} for t in sweep}
+            chosen = {k: v for shard in shards for k, v in shard[2].items()}
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+    per_case = dict(sorted(per_case.items()))
     results = {
         "checkpoint": str(checkpoint),
+        "checkpoint_file": str(source),
         "method": method,
-        "cases": sorted(per_case),
-        "summary": _summary(per_case, "", threshold),
+        "cases": list(per_case),
+        "summary": _summary(per_case, chosen),
         "per_case": per_case,
-        "sweep": {f"{t:.1f}": _summary(sweep_rows, f"{t:.1f}", t) for t in SWEEP},
-        "training": {k: meta.get(k) for k in ("variant", "data") if k in meta},
+        "sweep": {
+            f"{t:g}": _summary(dict(sorted(swept[t].items())), dict.fromkeys(chosen, t))
+            for t in sweep
+        },
+        "training": {k: meta[k] for k in ("variant", "data") if k in meta},
+        "ranks": world,
+        "versions": _versions(),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_table(results))
-    _plot_sweep(results, out / "dice_vs_threshold.png")
+    if rank == 0:
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        (out / "results.md").write_text(results_table(results))
+        _plot_sweep(results, out / "dice_vs_threshold.png")
     return results
 
 
 def results_table(results: dict) -> str:
-    """A Markdown table of the summary: Dice and ASSD, mean +- std, per map."""
+    """Markdown tables: Dice and ASSD (mean +- std) per map, then mean Dice per threshold."""
+    summary, sweep = results["summary"], results["sweep"]
     lines = [
         f"Checkpoint `{results['checkpoint']}`, method `{results['method']}`, "
         f"{len(results['cases'])} cases.",
@@ -200,11 +353,21 @@ def results_table(results: dict) -> str:
         "| map | Dice | ASSD (mm) | threshold |",
         "| --- | --- | --- | --- |",
     ]
-    for name, row in results["summary"].items():
+    for name, row in summary.items():
         lines.append(
             f"| {name} | {row['dice_mean']:.3f} +- {row['dice_std']:.3f} | "
             f"{row['assd_mean']:.1f} +- {row['assd_std']:.1f} | {row['threshold']:.2f} |"
         )
+    lines += [
+        "",
+        "Mean Dice per threshold:",
+        "",
+        "| map | " + " | ".join(sweep) + " |",
+        "| --- |" + " --- |" * len(sweep),
+    ]
+    for name in summary:
+        cells = [f"{sweep[t][name]['dice_mean']:.3f}" for t in sweep]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -215,7 +378,7 @@ def _plot_sweep(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    thresholds = sorted(results["sweep"], key=float)
+    thresholds = list(results["sweep"])
     for name in results["summary"]:
         ax.plot(
             [float(t) for t in thresholds],
@@ -225,6 +388,7 @@ def _plot_sweep(results: dict, path: Path) -> None:
         )
     ax.set_xlabel("threshold")
     ax.set_ylabel("mean Dice")
+    ax.set_ylim(0, 1)
     ax.set_title(f"{Path(results['checkpoint']).stem} ({results['method']})")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -17,7 +17,7 @@ Run it in a thread worker (napari) or exhaust it with :func:`run_to_end`.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,9 +65,18 @@ class CamResult:
         """Every map by evaluation name: modalities, then ``fused_<name>``."""
         return {**self.maps, **{f"fused_{k}": v for k, v in self.fused.items()}}
 
-    def masks(self, threshold: float) -> dict[str, np.ndarray]:
-        """Pseudo-masks ``map >= threshold`` (uint8) of :meth:`all_maps`."""
-        return {k: (v >= threshold).astype(np.uint8) for k, v in self.all_maps().items()}
+    def masks(self, threshold: float | Mapping[str, float]) -> dict[str, np.ndarray]:
+        """Pseudo-masks ``map >= threshold`` (uint8) of :meth:`all_maps`.
+
+        ``threshold`` is one value for every map, or one per map name of :meth:`all_maps`.
+        """
+        maps = self.all_maps()
+        if isinstance(threshold, Mapping):
+            missing = [k for k in maps if k not in threshold]
+            if missing:
+                raise ValueError(f"no threshold given for {', '.join(missing)}")
+            return {k: (v >= threshold[k]).astype(np.uint8) for k, v in maps.items()}
+        return {k: (v >= threshold).astype(np.uint8) for k, v in maps.items()}
 
 
 def run_to_end(generator: Generator):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from equicam.core.model import CAMNet
 from equicam.core.transforms import SpatialTransform, apply_transform
 
 TERMS = ("cls", "kl", "er", "cmer")
@@ -112,12 +113,16 @@ def method_losses(
     Returns
     -------
     dict
-        Modality -> {"cls", "kl", "er", "cmer", "total"} scalars. Terms with zero weight are
-        not computed and reported as 0.
+        Modality -> {"cls", "kl", "er", "cmer", "total"} float32 scalars. Terms with zero
+        weight are not computed and reported as 0.
     """
     names = list(cams_x)
-    logits_x = {m: cams_x[m].mean(dim=(2, 3)) for m in names}
-    logits_ax = {m: cams_ax[m].mean(dim=(2, 3)) for m in names}
+    # Losses in float32 even when the CAMs come from bf16/fp16 autocast: min-max
+    # normalisation and small squared differences lose too much in 8 mantissa bits.
+    cams_x = {m: cams_x[m].float() for m in names}
+    cams_ax = {m: cams_ax[m].float() for m in names}
+    logits_x = {m: CAMNet.logits(cams_x[m]) for m in names}
+    logits_ax = {m: CAMNet.logits(cams_ax[m]) for m in names}
     need_maps = weights.er or weights.cmer
     if need_maps:
         c_ax = {m: normalise_cam(cams_ax[m][:, 1]) for m in names}
