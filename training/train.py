@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from equicam.core.checkpoint import save_checkpoint
-from equicam.core.device import resolve_device
+from equicam.core.device import resolve_device, supports_bf16
 from equicam.core.evaluation import SWEEP
 from equicam.core.inference import cam_volume, run_to_end
 from equicam.core.losses import TERMS, LossWeights, method_losses
@@ -143,7 +143,7 @@ def training_step(pair, optimizers: dict, x, y, t, weights: LossWeights, *, amp:
     weights
         Loss weights.
     amp
-        bf16 autocast (CUDA).
+        bf16 autocast on the device of ``x`` (CUDA, or a CPU with native bf16).
 
     Returns
     -------
@@ -153,7 +153,7 @@ def training_step(pair, optimizers: dict, x, y, t, weights: LossWeights, *, amp:
     ax = apply_transform(x, t)
     xs = {m: x[:, i : i + 1] for i, m in enumerate(optimizers)}
     axs = {m: ax[:, i : i + 1] for i, m in enumerate(optimizers)}
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         cams_x, cams_ax = pair(xs, axs)
         losses = method_losses(cams_x, cams_ax, y, t, weights)
     for opt in optimizers.values():
@@ -253,10 +253,10 @@ def train(config: dict) -> Path:
     weights = LossWeights(**config["loss"])
     train_data = SliceCache(config["data"]["cache"], "train", model_cfg.modalities)
     val_data = SliceCache(config["data"]["cache"], "val", model_cfg.modalities)
-    model = MultiModalCAM(model_cfg).to(device)
+    # channels-last lets oneDNN (CPU) and cuDNN pick their fast convolution kernels.
+    model = MultiModalCAM(model_cfg).to(device, memory_format=torch.channels_last)
     use_cuda = device.startswith("cuda")
-    if use_cuda:
-        model = model.to(memory_format=torch.channels_last)
+    amp = bool(cfg["amp"]) and supports_bf16(device)
     pair = PairForward(model)
     if world > 1:
         pair = nn.parallel.DistributedDataParallel(
@@ -304,11 +304,10 @@ def train(config: dict) -> Path:
         correct = dict.fromkeys(model.modalities, 0)
         seen, tic = 0, time.perf_counter()
         for steps, (x, y) in enumerate(loader, 1):
-            x, y = to_input(x.to(device), model_cfg.input_size), y.to(device)
+            x = to_input(x.to(device), model_cfg.input_size)
+            x, y = x.contiguous(memory_format=torch.channels_last), y.to(device)
             t = sample_transform(generator, model_cfg.input_size)
-            losses, cams_x = training_step(
-                pair, optimizers, x, y, t, weights, amp=use_cuda and cfg["amp"]
-            )
+            losses, cams_x = training_step(pair, optimizers, x, y, t, weights, amp=amp)
             for m, terms in losses.items():
                 for k, v in terms.items():
                     sums[m][k] += float(v.detach()) * len(y)

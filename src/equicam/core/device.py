@@ -28,3 +28,15 @@ def resolve_device(name: str = "auto") -> str:
     if name not in devices:
         raise ValueError(f"device {name!r} is not available here; available: {', '.join(devices)}")
     return name
+
+
+def supports_bf16(device: str) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (CUDA since Ampere; CPUs with
+    AVX512-BF16 or AMX through oneDNN). Elsewhere bf16 autocast would be emulated and slow."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
