@@ -158,3 +158,19 @@ def test_every_variant_config_loads(family):
         "er_kl": (0.5, 1, 0),
         "full": (0.5, 1, 1),
     }
+
+
+def test_balanced_sampler_evens_out_the_classes_on_every_rank():
+    from training.data import BalancedSampler
+
+    labels = np.array([1] * 900 + [0] * 100)
+    sampler = BalancedSampler(labels, seed=3)
+    draws = list(sampler)
+    assert len(draws) == len(sampler) == 1000
+    assert 0.45 < labels[draws].mean() < 0.55  # 0.9 without balancing
+    assert list(BalancedSampler(labels, seed=3)) == draws
+    sampler.set_epoch(1)
+    assert list(sampler) != draws
+    ranks = [list(BalancedSampler(labels, seed=3, rank=r, world=3)) for r in range(3)]
+    assert [len(r) for r in ranks] == [334] * 3 and ranks[0] != ranks[1]
+    assert 0.45 < labels[np.concatenate(ranks)].mean() < 0.55

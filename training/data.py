@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 class SliceCache(Dataset):
@@ -61,3 +61,39 @@ class SliceCache(Dataset):
         images = self.images[rows][:, self.channels].astype(np.float32)
         masks = np.load(self.root / "masks.npy", mmap_mode="r")[rows]
         return images, np.asarray(masks)
+
+
+class BalancedSampler(Sampler[int]):
+    """Slices drawn with replacement so that tumour and tumour-free slices are equally likely.
+
+    An epoch draws as many slices as the split holds, the same draw on every rank for a given
+    ``seed`` and epoch; each rank takes every ``world``-th of them (as DistributedSampler does).
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` slice labels in {0, 1}.
+    seed
+        Seed of the draws; call :meth:`set_epoch` to draw anew each epoch.
+    rank, world
+        This process and the number of processes.
+    """
+
+    def __init__(self, labels: np.ndarray, *, seed: int = 0, rank: int = 0, world: int = 1):
+        labels = np.asarray(labels)
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        self.weights = torch.from_numpy(1.0 / counts[labels])
+        self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the draw of ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        total = len(self) * self.world
+        draw = torch.multinomial(self.weights, total, replacement=True, generator=generator)
+        return iter(draw[self.rank :: self.world].tolist())
+
+    def __len__(self) -> int:
+        return -(-len(self.weights) // self.world)

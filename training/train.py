@@ -33,7 +33,7 @@ from equicam.core.metrics import dice
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.preprocess import NORMALISATION, to_input
 from equicam.core.transforms import apply_transform, sample_transform
-from training.data import SliceCache
+from training.data import BalancedSampler, SliceCache
 
 DEFAULTS: dict = {
     "name": "run",
@@ -60,6 +60,7 @@ DEFAULTS: dict = {
         "resume": False,
         "save_rank_states": False,
         "threads": 0,
+        "balanced": False,
     },
 }
 
@@ -282,11 +283,14 @@ def train(config: dict) -> Path:
 
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
     for epoch in range(start, int(cfg["epochs"])):
-        sampler = (
-            DistributedSampler(train_data, world, rank, seed=int(cfg["seed"]))
-            if world > 1
-            else None
-        )
+        if cfg["balanced"]:
+            sampler = BalancedSampler(
+                train_data.labels, seed=int(cfg["seed"]), rank=rank, world=world
+            )
+        elif world > 1:
+            sampler = DistributedSampler(train_data, world, rank, seed=int(cfg["seed"]))
+        else:
+            sampler = None
         if sampler:
             sampler.set_epoch(epoch)
         shuffle = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + epoch)

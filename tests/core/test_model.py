@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from equicam.core.model import PAPER_WIDTHS, CAMNet, ModelConfig, MultiModalCAM
+from equicam.core.model import PAPER_WIDTHS, CAMNet, ModelConfig, MultiModalCAM, fold_batchnorm
 
 
 def test_cam_has_the_input_size_and_logits_are_its_spatial_mean():
@@ -44,3 +44,19 @@ def test_config_round_trips_and_refuses_unknown_keys():
 def test_paper_width_network_has_a_few_million_parameters():
     n = sum(p.numel() for p in CAMNet(PAPER_WIDTHS).parameters())
     assert 3e6 < n < 1e7
+
+
+def test_folding_batchnorm_keeps_the_maps_and_leaves_the_network_alone():
+    torch.manual_seed(0)
+    net = CAMNet((4, 8, 8, 8))
+    net.train()
+    for _ in range(3):  # running statistics that differ from the identity
+        net(torch.randn(8, 1, 32, 32) * 3 + 1)
+    net.eval()
+    x = torch.randn(4, 1, 32, 32)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 15
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(folded.features(x), net.features(x), rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -121,18 +122,20 @@ def cam_case(
     case = load_case(case_path, list(model.modalities))
     out = _make_folder(Path(out_dir))
     result = run_to_end(case_maps(case, model, method=method, device=device))
-    protect = case.files.inputs
-    written = []
-    for name, volume in result.all_maps().items():
-        written.append(
-            save_volume(
-                volume, case.geometry, out / f"cam_{name}.nii.gz", dtype="float32", protect=protect
-            )
-        )
     thresholds = chosen_thresholds(meta, threshold, result.all_maps())
-    for name, mask in result.masks(thresholds).items():
-        path = _mask_path(out, name, mask, case)
-        written.append(save_volume(mask, case.geometry, path, dtype="uint8", protect=protect))
+    jobs = [(v, out / f"cam_{name}.nii.gz", "float32") for name, v in result.all_maps().items()]
+    jobs += [
+        (mask, _mask_path(out, name, mask, case), "uint8")
+        for name, mask in result.masks(thresholds).items()
+    ]
+
+    def write(job):
+        array, path, dtype = job
+        return save_volume(array, case.geometry, path, dtype=dtype, protect=case.files.inputs)
+
+    # zlib releases the GIL while it compresses: one file per core at a time.
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        written = list(pool.map(write, jobs))
     provenance = {
         "case": case.case_id,
         "case_folder": str(case.files.folder),

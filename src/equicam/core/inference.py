@@ -134,7 +134,9 @@ def cam_volume(
     Parameters
     ----------
     model
-        A :class:`~equicam.core.model.MultiModalCAM` (any device; moved to ``device``).
+        A :class:`~equicam.core.model.MultiModalCAM` on any device, left as it is: an
+        inference copy of each network (:func:`~equicam.core.model.fold_batchnorm`) runs
+        on ``device``.
     images
         Modality -> normalised volume ``(Z, Y, X)`` (see :func:`preprocess.normalise_volume`);
         modalities without a network are ignored.
@@ -156,6 +158,7 @@ def cam_volume(
     """
     import torch
 
+    from equicam.core.model import fold_batchnorm
     from equicam.core.preprocess import from_input, to_input
 
     if method not in METHODS:
@@ -175,15 +178,14 @@ def cam_volume(
     todo = [z for z in wanted if 0 <= z < shape[0] and has_brain[z]]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     total = len(batches) * len(names)
-    # channels-last: oneDNN and cuDNN run their fastest convolutions on it.
-    model = model.to(device, memory_format=torch.channels_last).eval()
 
     maps = {m: np.zeros(shape, np.float32) for m in names}
     probs = {m: np.zeros(shape[0], np.float32) for m in names}
     done = 0
     yield Progress(done, total, f"{METHOD_NAMES[method]} on {len(todo)} slices")
     for m in names:
-        net = model.nets[m]
+        # channels-last: oneDNN and cuDNN run their fastest convolutions on it.
+        net = fold_batchnorm(model.nets[m]).to(device, memory_format=torch.channels_last)
         for batch in batches:
             x = torch.from_numpy(np.ascontiguousarray(images[m][batch], np.float32))
             x = to_input(x[:, None].to(device), model.config.input_size)
