@@ -145,19 +145,48 @@ def test_config_overrides_parse_and_bad_keys_are_refused():
 
 
 @pytest.mark.parametrize("family", ["paper", "cpu"])
-def test_every_variant_config_loads(family):
+def test_every_variant_config_loads_with_only_its_own_terms(family):
     weights = {}
     for variant in ("baseline", "er", "kl", "er_kl", "full"):
         config = load_config(CONFIGS / f"{family}_{variant}.toml")
         assert config["variant"] == variant
         weights[variant] = tuple(config["loss"][k] for k in ("kl", "er", "cmer"))
+    kl, er, cmer = weights["full"]
+    assert kl > 0 and er > 0 and cmer > 0
     assert weights == {
         "baseline": (0, 0, 0),
-        "er": (0, 1, 0),
-        "kl": (0.5, 0, 0),
-        "er_kl": (0.5, 1, 0),
-        "full": (0.5, 1, 1),
+        "er": (0, er, 0),
+        "kl": (kl, 0, 0),
+        "er_kl": (kl, er, 0),
+        "full": (kl, er, cmer),
     }
+    if family == "paper":
+        assert weights["full"] == (0.5, 1, 1)  # METHOD.md
+
+
+def test_learning_rate_schedules():
+    from training.train import learning_rate
+
+    assert learning_rate(1e-3, 2.5, 3, "constant") == 1e-3
+    cosine = [learning_rate(1e-3, p, 3, "cosine") for p in np.linspace(0, 3, 13)]
+    assert cosine[0] == pytest.approx(1e-3) and cosine[-1] == pytest.approx(0, abs=1e-12)
+    assert cosine[6] == pytest.approx(5e-4)
+    assert np.all(np.diff(cosine) < 0)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        learning_rate(1e-3, 0, 3, "step")
+
+
+def test_warm_up_ramps_the_equivariance_terms_only():
+    from equicam.core.losses import LossWeights
+    from training.train import warmed_up
+
+    weights = LossWeights(cls=1.0, kl=0.5, er=10.0, cmer=10.0, temperature=2.0)
+    half = warmed_up(weights, 0.5, 1.0)
+    assert (half.cls, half.temperature) == (1.0, 2.0)
+    assert (half.kl, half.er, half.cmer) == (0.25, 5.0, 5.0)
+    assert warmed_up(weights, 0.0, 1.0).er == 0
+    assert warmed_up(weights, 1.0, 1.0) == weights
+    assert warmed_up(weights, 0.5, 0.0) == weights
 
 
 def test_balanced_sampler_evens_out_the_classes_on_every_rank():

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,8 @@ DEFAULTS: dict = {
         "save_rank_states": False,
         "threads": 0,
         "balanced": False,
+        "schedule": "constant",
+        "warmup_epochs": 0.0,
     },
 }
 
@@ -163,6 +167,27 @@ def training_step(pair, optimizers: dict, x, y, t, weights: LossWeights, *, amp:
     for opt in optimizers.values():
         opt.step()
     return losses, cams_x
+
+
+def learning_rate(base: float, progress: float, epochs: int, schedule: str) -> float:
+    """The learning rate after ``progress`` epochs (fractional) of ``epochs``.
+
+    ``constant`` (the paper's) or ``cosine``: from ``base`` down to 0 at the last step.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(progress / epochs, 1.0)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; use constant or cosine")
+
+
+def warmed_up(weights: LossWeights, progress: float, warmup_epochs: float) -> LossWeights:
+    """``weights`` with kl, er and cmer scaled from 0 up to their value over the first
+    ``warmup_epochs`` epochs (linearly in ``progress``); cls and the temperature unchanged."""
+    if warmup_epochs <= 0 or progress >= warmup_epochs:
+        return weights
+    f = progress / warmup_epochs
+    return replace(weights, kl=weights.kl * f, er=weights.er * f, cmer=weights.cmer * f)
 
 
 def _distributed() -> tuple[int, int]:
@@ -311,7 +336,13 @@ def train(config: dict) -> Path:
             x = to_input(x.to(device), model_cfg.input_size)
             x, y = x.contiguous(memory_format=torch.channels_last), y.to(device)
             t = sample_transform(generator, model_cfg.input_size)
-            losses, cams_x = training_step(pair, optimizers, x, y, t, weights, amp=amp)
+            progress = epoch + (steps - 1) / len(loader)
+            lr = learning_rate(float(cfg["lr"]), progress, int(cfg["epochs"]), cfg["schedule"])
+            for opt in optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            step_weights = warmed_up(weights, progress, float(cfg["warmup_epochs"]))
+            losses, cams_x = training_step(pair, optimizers, x, y, t, step_weights, amp=amp)
             for m, terms in losses.items():
                 for k, v in terms.items():
                     sums[m][k] += float(v.detach()) * len(y)

@@ -101,6 +101,7 @@ def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpo
     provenance = json.loads((tmp_path / "cam.json").read_text())
     assert provenance["thresholds"] == dict.fromkeys(names, 0.4) and provenance["method"] == "cam"
     assert provenance["checkpoint_file"] == str(checkpoint)
+    assert provenance["precision"] in ("fp32", "bf16")
 
 
 def test_a_rerun_keeps_a_mask_the_user_edited(synthetic_cases, checkpoint, tmp_path):
@@ -150,6 +151,7 @@ def test_evaluate_writes_the_documented_schema(synthetic_cases, checkpoint, tmp_
         )
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["checkpoint"] == str(checkpoint) and results["method"] == "gradcampp"
+    assert results["precision"] in ("fp32", "bf16")
     assert results["cases"] == ["BraTS2021_00000", "BraTS2021_00006"]
     assert set(results["summary"]) == set(MAPS)
     for row in results["summary"].values():
@@ -216,6 +218,23 @@ def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, chec
         assert scores["assd"] == pytest.approx(assd(mask, case.whole_tumour, case.spacing))
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "| fused_max |" in table and "Mean Dice per threshold" in table
+    assert (tmp_path / "eval" / "dice_vs_threshold.png").is_file()
+
+    unswept = evaluate(
+        data,
+        checkpoint,
+        tmp_path / "unswept",
+        device="cpu",
+        threshold=0.3,
+        thresholds=(),
+        fusions=("mean", "max"),
+        precision=results["precision"],
+        log=lambda line: None,
+    )
+    assert unswept["sweep"] == {} and unswept["per_case"] == results["per_case"]
+    assert not (tmp_path / "unswept" / "dice_vs_threshold.png").exists()
+    table = (tmp_path / "unswept" / "results.md").read_text()
+    assert "| fused_max |" in table and "Mean Dice per threshold" not in table
 
 
 def test_a_case_with_fewer_modalities_gives_the_maps_it_can(synthetic_cases, checkpoint, tmp_path):

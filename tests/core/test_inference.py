@@ -149,3 +149,35 @@ def test_unknown_method_or_modalities_are_refused(model, volume):
         run_to_end(cam_volume(model, volume, method="lime"))
     with pytest.raises(ValueError, match="none of them was given"):
         run_to_end(cam_volume(model, {"t2": volume["t1"]}))
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        run_to_end(cam_volume(model, volume, precision="fp16"))
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcampp"])
+def test_bf16_maps_agree_with_fp32_maps(model, volume, method):
+    fp32 = run_to_end(cam_volume(model, volume, method=method, precision="fp32"))
+    bf16 = run_to_end(cam_volume(model, volume, method=method, precision="bf16"))
+    np.testing.assert_array_equal(fp32.computed, bf16.computed)
+    for name, exact in fp32.all_maps().items():
+        approx = bf16.all_maps()[name]
+        assert approx.dtype == np.float32
+        assert np.abs(approx - exact).max() < 0.05, name
+        a, b = exact >= 0.5, approx >= 0.5
+        assert 2 * (a & b).sum() / max(a.sum() + b.sum(), 1) > 0.95, name
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it():
+    from equicam.core.device import supports_bf16
+    from equicam.core.inference import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == ("bf16" if supports_bf16("cpu") else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_the_command_line_offers_what_inference_accepts():
+    from equicam import cli
+    from equicam.core import inference
+
+    assert cli.METHODS == inference.METHODS
+    assert cli.PRECISIONS == inference.PRECISIONS

@@ -25,14 +25,18 @@ SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
 DEFAULT_THRESHOLD = 0.5
 
 
-def case_maps(case, model, *, method: str, device: str, fusions=("mean", "max")):
+def case_maps(
+    case, model, *, method: str, device: str, fusions=("mean", "max"), precision: str = "auto"
+):
     """Normalise a loaded case and return the generator of its maps (see ``cam_volume``)."""
     from equicam.core.inference import cam_volume
 
     images = {m: case.images[m] for m in model.modalities if m in case.images}
     brain = brain_mask(images)
     normalised = {m: normalise_volume(v, brain) for m, v in images.items()}
-    return cam_volume(model, normalised, method=method, device=device, fusions=fusions)
+    return cam_volume(
+        model, normalised, method=method, device=device, fusions=fusions, precision=precision
+    )
 
 
 def _versions() -> dict:
@@ -87,6 +91,7 @@ def cam_case(
     method: str = "cam",
     device: str = "auto",
     threshold: float | None = None,
+    precision: str = "auto",
 ) -> list[Path]:
     """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
 
@@ -104,6 +109,8 @@ def cam_case(
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     threshold
         Mask threshold of every map; default the checkpoint's (see :func:`chosen_thresholds`).
+    precision
+        ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
 
     Returns
     -------
@@ -114,14 +121,15 @@ def cam_case(
         would write, e.g. one a user has corrected, is kept and the new mask is written beside
         it with a numbered name.
     """
-    from equicam.core.inference import run_to_end
+    from equicam.core.inference import resolve_precision, run_to_end
 
     if threshold is not None:
         _check_threshold(threshold)
     model, meta, device, source = _load_model(checkpoint, device)
+    precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
     out = _make_folder(Path(out_dir))
-    result = run_to_end(case_maps(case, model, method=method, device=device))
+    result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
     thresholds = chosen_thresholds(meta, threshold, result.all_maps())
     jobs = [(v, out / f"cam_{name}.nii.gz", "float32") for name, v in result.all_maps().items()]
     jobs += [
@@ -145,6 +153,7 @@ def cam_case(
         "thresholds": thresholds,
         "modalities": list(result.maps),
         "device": device,
+        "precision": precision,
         "versions": _versions(),
         "files": [p.name for p in written],
     }
@@ -225,6 +234,7 @@ def evaluate(
     threshold: float | None = None,
     thresholds: Sequence[float] = SWEEP,
     fusions: Sequence[str] = ("mean", "max", "geometric"),
+    precision: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Dice and ASSD of every case with a segmentation under ``data_dir``.
@@ -247,9 +257,12 @@ def evaluate(
         Threshold of every map in the summary; default the checkpoint's choice on validation
         (see :func:`chosen_thresholds`).
     thresholds
-        The sweep: every map is also scored at each of these.
+        The sweep: every map is also scored at each of these (none: no sweep, no figure;
+        ASSD at each level is most of the time of an evaluation).
     fusions
         Fusions evaluated as ``fused_<name>`` maps.
+    precision
+        ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
     log
         Receives one line per case.
 
@@ -261,7 +274,7 @@ def evaluate(
         (case -> map -> dice, assd), ``sweep`` (threshold -> summary), plus provenance. Also
         writes ``results.md`` and ``dice_vs_threshold.png``.
     """
-    from equicam.core.inference import run_to_end
+    from equicam.core.inference import resolve_precision, run_to_end
 
     if threshold is not None:
         _check_threshold(threshold)
@@ -272,6 +285,7 @@ def evaluate(
         if rank == 0:  # an unwritable folder is found before the long part, not after
             _make_folder(out)
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
+        precision = resolve_precision(precision, device)
         labelled = []
         for files in find_cases(data_dir):
             if files.seg is not None:
@@ -291,7 +305,9 @@ def evaluate(
         for files in labelled[rank::world]:
             case = load_case(files, [m for m in model.modalities if m in files.images])
             result = run_to_end(
-                case_maps(case, model, method=method, device=device, fusions=fusions)
+                case_maps(
+                    case, model, method=method, device=device, fusions=fusions, precision=precision
+                )
             )
             truth, maps = case.whole_tumour, result.all_maps()
             chosen.update(chosen_thresholds(meta, threshold, maps))
@@ -337,12 +353,14 @@ def evaluate(
         },
         "training": {k: meta[k] for k in ("variant", "data") if k in meta},
         "ranks": world,
+        "precision": precision,
         "versions": _versions(),
     }
     if rank == 0:
         (out / "results.json").write_text(json.dumps(results, indent=2))
         (out / "results.md").write_text(results_table(results))
-        _plot_sweep(results, out / "dice_vs_threshold.png")
+        if sweep:
+            _plot_sweep(results, out / "dice_vs_threshold.png")
     return results
 
 
@@ -361,6 +379,8 @@ def results_table(results: dict) -> str:
             f"| {name} | {row['dice_mean']:.3f} +- {row['dice_std']:.3f} | "
             f"{row['assd_mean']:.1f} +- {row['assd_std']:.1f} | {row['threshold']:.2f} |"
         )
+    if not sweep:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "Mean Dice per threshold:",
