@@ -1,12 +1,14 @@
 """How much does the method cost over plain training? Step throughput and data-loading share.
 
     .venv/bin/python -m bench.train_speed [--config training/configs/cpu_full.toml]
-        [--cache data/synth_cache] [--steps 10] [--device cpu]
+        [--cache data/synth80_cache] [--steps 10] [--device cpu]
 
 Prints slices per second of a training step of the configured method (forward of x and Ax,
 every loss term, backward, one optimizer step per network) against the bare forward +
 backward of the same networks on the same batch (x and Ax through every network,
 cross-entropy only), the overhead in percent, and the share of time the data loader takes.
+Both run as training runs them: channels-last, under bf16 autocast when the config asks for
+``amp`` and the device computes bf16 natively.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from equicam.core.device import supports_bf16
 from equicam.core.losses import LossWeights
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.preprocess import to_input
@@ -42,14 +45,16 @@ def main() -> None:
     data = SliceCache(args.cache or config["data"]["cache"], "train", model_cfg.modalities)
     batch_size = int(config["train"]["batch_size"])
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True)
+    amp = bool(config["train"]["amp"]) and supports_bf16(args.device)
     print(
         f"machine: {platform.node()}, {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, device {args.device}; config {args.config}, "
-        f"batch {batch_size}, {model_cfg.input_size} px, widths {list(model_cfg.widths)}"
+        f"batch {batch_size}, {model_cfg.input_size} px, widths {list(model_cfg.widths)}, "
+        f"{'bf16 autocast' if amp else 'fp32'}"
     )
 
     torch.manual_seed(0)
-    model = MultiModalCAM(model_cfg).to(args.device).train()
+    model = MultiModalCAM(model_cfg).to(args.device, memory_format=torch.channels_last).train()
     pair = PairForward(model)
     optimizers = {
         m: torch.optim.AdamW(model.nets[m].parameters(), lr=1e-4) for m in model.modalities
@@ -63,23 +68,25 @@ def main() -> None:
         start = time.perf_counter()
         x, y = next(iterator)
         load_times.append(time.perf_counter() - start)
-        batches.append((to_input(x.to(args.device), model_cfg.input_size), y.to(args.device)))
+        x = to_input(x.to(args.device), model_cfg.input_size)
+        batches.append((x.contiguous(memory_format=torch.channels_last), y.to(args.device)))
     transforms = [sample_transform(generator, model_cfg.input_size) for _ in batches]
 
     def method(i):
-        training_step(pair, optimizers, *batches[i], transforms[i], weights)
+        training_step(pair, optimizers, *batches[i], transforms[i], weights, amp=amp)
 
     def bare(i):
         x, y = batches[i]
         ax = apply_transform(x, transforms[i])
         xs = {m: x[:, j : j + 1] for j, m in enumerate(model.modalities)}
         axs = {m: ax[:, j : j + 1] for j, m in enumerate(model.modalities)}
-        cams_x, cams_ax = pair(xs, axs)
-        loss = sum(
-            F.cross_entropy(c.mean(dim=(2, 3)), y)
-            for cams in (cams_x, cams_ax)
-            for c in cams.values()
-        )
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            cams_x, cams_ax = pair(xs, axs)
+            loss = sum(
+                F.cross_entropy(c.mean(dim=(2, 3)), y)
+                for cams in (cams_x, cams_ax)
+                for c in cams.values()
+            )
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()

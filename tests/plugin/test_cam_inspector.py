@@ -109,6 +109,43 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     np.testing.assert_array_equal(viewer.layers["mask fused mean (tiny)"].data, cam.data >= 0.3)
 
 
+def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
+    make_napari_viewer, tmp_path
+):
+    torch.manual_seed(0)
+    model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32))
+    with torch.no_grad():
+        for net in model.nets.values():
+            net.head.weight[1] += 0.3
+    own = {"flair": 0.2, "fused_mean": 0.6}
+    checkpoint = save_checkpoint(
+        tmp_path / "permap.safetensors", model, {"threshold": 0.5, "thresholds": own}
+    )
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLE_CASE), plugin="napari-equicam")
+    widget = CamInspector(viewer)
+    widget.model.value = CHECKPOINT_FILE
+    widget.checkpoint.value = checkpoint
+    viewer.dims.current_step = (40, 0, 0)
+    widget.run_slice.native.click()
+
+    def mask_of(name):
+        return viewer.layers[f"mask {name} (permap)"].data
+
+    def cam_of(name):
+        return viewer.layers[f"CAM {name} (permap)"].data
+
+    assert widget.per_map.value and widget.threshold.value == 0.5
+    for name, threshold in (("FLAIR", 0.2), ("fused mean", 0.6), ("T1", 0.5)):
+        np.testing.assert_array_equal(mask_of(name), cam_of(name) >= threshold)
+    widget.threshold.value = 0.35
+    assert not widget.per_map.value
+    for name in ("FLAIR", "fused mean", "T1"):
+        np.testing.assert_array_equal(mask_of(name), cam_of(name) >= 0.35)
+    widget.per_map.value = True
+    np.testing.assert_array_equal(mask_of("FLAIR"), cam_of("FLAIR") >= 0.2)
+
+
 def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     viewer, widget, _ = inspector
     widget.run_slice.native.click()
@@ -218,6 +255,9 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
     rows = widget.comparison.table.value["data"]
     assert len(rows) == 10 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
     assert "mask fused mean (other, Grad-CAM++)" in [row[0] for row in rows]
+    table = widget.comparison.table.native
+    shown = table.itemDelegate().displayText(rows[0][1], table.locale())
+    assert shown == rows[0][1] and len(shown.split(".")[1]) == 3  # as written, not 4 decimals
 
     before = [(layer.name, layer.visible) for layer in viewer.layers]
     grid = viewer.canvas.grid

@@ -30,7 +30,8 @@ def test_cam_layers_carry_the_scan_geometry_and_show_fused_maps_first():
     maps = {"flair": rng.random((3, 4, 5), dtype=np.float32)}
     result = CamResult("cam", maps, {"mean": maps["flair"]})
     meta = {"equicam": {"case_id": "C1", "modality": "flair"}}
-    layers = cam_layers(result, "equivariant", (2.0, 1.0, 1.0), meta)
+    thresholds = {"flair": 0.4, "fused_mean": 0.3}
+    layers = cam_layers(result, "equivariant", (2.0, 1.0, 1.0), meta, thresholds)
     names = [kwargs["name"] for _, kwargs, _ in layers]
     assert names == ["CAM FLAIR (equivariant)", "CAM fused mean (equivariant)"]
     _, flair, kind = layers[0]
@@ -40,6 +41,7 @@ def test_cam_layers_carry_the_scan_geometry_and_show_fused_maps_first():
         "modality": "flair",
         "map": "flair",
         "run": "equivariant",
+        "threshold": 0.4,
         "edited": False,
         "saved": True,
     }

@@ -41,13 +41,15 @@ def mask_layer_name(name: str, label: str) -> str:
     return f"mask {map_title(name)} ({label})"
 
 
-def cam_layers(result: CamResult, label: str, scale, metadata: dict) -> list[tuple]:
+def cam_layers(
+    result: CamResult, label: str, scale, metadata: dict, thresholds: dict[str, float]
+) -> list[tuple]:
     """Image layer data tuples, one CAM per map of ``result`` (modalities, then fusions).
 
     CAMs use a heat colour map with additive blending over the scans, contrast 0..1; fused maps
     are shown, per-modality maps start hidden so the view is not crowded. Every layer carries
     the scan's metadata (``scale`` and ``metadata`` of the scan layer), so that masks made from
-    it save in the scan's geometry.
+    it save in the scan's geometry, and its map's mask threshold (``thresholds[map name]``).
     """
     return [
         (
@@ -60,7 +62,7 @@ def cam_layers(result: CamResult, label: str, scale, metadata: dict) -> list[tup
                 "contrast_limits": (0.0, 1.0),
                 "opacity": 0.7,
                 "visible": name.startswith("fused"),
-                "metadata": _with_map(metadata, name, label),
+                "metadata": _with_map(metadata, name, label, thresholds[name]),
             },
             "image",
         )
@@ -73,9 +75,11 @@ def pseudo_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
     return CamResult("cam", {"map": np.asarray(cam)}).masks(threshold)["map"]
 
 
-def _with_map(metadata: dict, name: str, label: str) -> dict:
+def _with_map(metadata: dict, name: str, label: str, threshold: float) -> dict:
     info = dict(metadata.get("equicam", {}))
-    info.update({"map": name, "run": label, "edited": False, "saved": True})
+    info.update(
+        {"map": name, "run": label, "threshold": threshold, "edited": False, "saved": True}
+    )
     return {"equicam": info}
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, PushButton
 from napari.layers import Image
 from napari.utils import notifications, progress
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES
+from equicam.core.evaluation import chosen_thresholds
 from equicam.core.fusion import FUSIONS
 from equicam.core.inference import METHOD_NAMES, cam_volume, run_to_end
 from equicam.core.preprocess import brain_mask, normalise_volume
@@ -68,6 +69,7 @@ class CamInspector(Container):
         self.run_slice = PushButton(text="Run current slice")
         self.run_volume = PushButton(text="Run whole volume")
         self.cancel = PushButton(text="Cancel", enabled=False)
+        self.per_map = CheckBox(text="checkpoint's threshold per map", value=True)
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.plot = SliceProbabilityPlot()
         self.comparison = ComparePanel(
@@ -85,6 +87,7 @@ class CamInspector(Container):
                 self.run_slice,
                 self.run_volume,
                 self.cancel,
+                self.per_map,
                 self.threshold,
             ],
             labels=True,
@@ -97,7 +100,8 @@ class CamInspector(Container):
         self.run_slice.clicked.connect(self.run_current_slice)
         self.run_volume.clicked.connect(self.run_whole_volume)
         self.cancel.clicked.connect(self.cancel_run)
-        self.threshold.changed.connect(self.update_masks)
+        self.per_map.changed.connect(self.update_masks)
+        self.threshold.changed.connect(self._threshold_moved)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_pickers)
         viewer.dims.events.current_step.connect(
@@ -164,13 +168,14 @@ class CamInspector(Container):
         if "threshold" in meta and not any(
             "run" in layer_info(layer) for layer in self.viewer.layers
         ):
-            self.threshold.value = float(meta["threshold"])  # the one chosen on validation
-        return model, device, run_label(Path(spec).stem if own else spec, self.method.value)
+            with self.threshold.changed.blocked():  # a default, not the user's choice
+                self.threshold.value = float(meta["threshold"])  # chosen on validation
+        return model, meta, device, run_label(Path(spec).stem if own else spec, self.method.value)
 
     # --- running --------------------------------------------------------------------------
     def _job(self, slices=None):
         images, reference = self._inputs()
-        model, device, label = self._model()
+        model, meta, device, label = self._model()
         generator = cam_volume(
             model,
             images,
@@ -179,15 +184,15 @@ class CamInspector(Container):
             device=device,
             fusions=(self.fusion.value,),
         )
-        return generator, reference, label
+        return generator, reference, label, meta
 
     def run_current_slice(self) -> None:
         """Compute the maps of the slice under the cursor, synchronously."""
         try:
             _, reference = self._inputs()
             z = int(round(reference.world_to_data(self.viewer.dims.point)[0]))
-            generator, reference, label = self._job(slices=[z])
-            self._show(run_to_end(generator), reference.scale, reference.metadata, label)
+            generator, reference, label, meta = self._job(slices=[z])
+            self._show(run_to_end(generator), reference.scale, reference.metadata, label, meta)
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
 
@@ -196,7 +201,7 @@ class CamInspector(Container):
         from napari.qt.threading import create_worker
 
         try:
-            generator, reference, label = self._job()
+            generator, reference, label, meta = self._job()
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
             return
@@ -212,7 +217,7 @@ class CamInspector(Container):
         self._bar = progress(total=0, desc="CAM")
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(
-            lambda result: self._returned(result, scale, metadata, label)
+            lambda result: self._returned(result, scale, metadata, label, meta)
         )
         self._worker.finished.connect(self._done)
         self._set_busy(True)
@@ -224,11 +229,11 @@ class CamInspector(Container):
             self._worker.quit()
             notifications.show_info("CAM inspector: run cancelled")
 
-    def _returned(self, result, scale, metadata: dict, label: str) -> None:
+    def _returned(self, result, scale, metadata: dict, label: str, meta: dict) -> None:
         if isinstance(result, str):
             notifications.show_error(f"CAM inspector: {result}")
         else:
-            self._show(result, scale, metadata, label)
+            self._show(result, scale, metadata, label, meta)
 
     def _on_progress(self, step) -> None:
         bar = self._bar  # updating the bar may process events, _done among them
@@ -250,11 +255,15 @@ class CamInspector(Container):
         self.cancel.enabled = busy
 
     # --- outputs --------------------------------------------------------------------------
-    def _show(self, result, scale, metadata: dict, label: str) -> None:
-        """Add or update the CAM layers of a run (main thread), then its masks and plot."""
+    def _show(self, result, scale, metadata: dict, label: str, meta: dict) -> None:
+        """Add or update the CAM layers of a run (main thread), then its masks and plot.
+
+        ``meta`` is the checkpoint's metadata: each map keeps its mask threshold from it.
+        """
         computed = result.computed
         layers = self.viewer.layers
-        for data, kwargs, _ in cam_layers(result, label, scale, metadata):
+        thresholds = chosen_thresholds(meta, None, result.all_maps())
+        for data, kwargs, _ in cam_layers(result, label, scale, metadata, thresholds):
             if kwargs["name"] not in layers:
                 self.viewer.add_image(data, **kwargs)
                 continue
@@ -282,18 +291,28 @@ class CamInspector(Container):
         computed |= result.computed
         self.plot.set_result(probabilities, computed)
 
+    def _threshold_moved(self, _value=None) -> None:
+        """Moving the slider means one threshold for every map."""
+        if self.per_map.value:
+            self.per_map.value = False  # its change event re-thresholds
+        else:
+            self.update_masks()
+
     def update_masks(self, _value=None) -> None:
         """(Re)threshold every CAM into its mask; an edited mask is kept and a new one made.
 
-        The edited layer itself is only renamed (``... edited``): its data array and its undo
-        history stay as they are.
+        Each map's own threshold from its checkpoint, or the slider's for all maps. The edited
+        layer itself is only renamed (``... edited``): its data array and its undo history stay
+        as they are.
         """
-        threshold = self.threshold.value
         for cam in [layer for layer in self.viewer.layers if isinstance(layer, Image)]:
             info = layer_info(cam)
             if "run" not in info:
                 continue
             name = mask_layer_name(info["map"], info["run"])
+            threshold = self.threshold.value
+            if self.per_map.value:
+                threshold = info.get("threshold", threshold)
             mask = pseudo_mask(cam.data, threshold)
             if name in self.viewer.layers and layer_info(self.viewer.layers[name]).get("edited"):
                 kept = self.viewer.layers[name]

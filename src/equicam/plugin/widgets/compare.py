@@ -13,7 +13,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Table
 from napari.layers import Image, Labels
 from napari.utils import notifications
-from qtpy.QtWidgets import QHeaderView
+from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
 from equicam.plugin.cam_layers import compare_table, layer_info, mask_layer_name
 from equicam.plugin.layers import GROUND_TRUTH
@@ -46,6 +46,9 @@ class ComparePanel(Container):
         self.side_by_side = ComboBox(label="side by side", choices=GRID_MODES, value="off")
         self.compare = PushButton(text="Compare masks with ground truth")
         self.table = Table(value={"mask": [], "Dice": [], "ASSD (mm)": []}, visible=False)
+        # magicgui's own delegate re-renders numbers with 4 decimals (or as 5.000e-02): show
+        # the cells as written, 3 decimals for Dice and 1 for millimetres.
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.extend([Container(widgets=[self.side_by_side]), self.compare, self.table])
         self.side_by_side.changed.connect(self._grid_mode)
         self.compare.clicked.connect(self.compare_masks)
