@@ -11,9 +11,9 @@ On a full-size synthetic case (four modalities, 240 x 240 x 155) it prints, as m
    cached, one slice per modality);
 3. the limit: the bare batched forward pass of the networks the pipeline runs (BatchNorm
    folded, channels-last) on the same slices, and the ratio pipeline / bare;
-4. Captum's ``LayerGradCam`` on the trained networks as a user would call it, and on the same
-   inference copies our pipeline runs, against our CAM and Grad-CAM on those copies; and the
-   largest difference between Captum's Grad-CAM and ours.
+4. Captum's ``LayerGradCam`` on the trained networks in float32, as a user would call it, and
+   on the same inference copies and precision our pipeline runs, against our CAM and Grad-CAM;
+   and the largest difference between Captum's Grad-CAM and ours (both float32).
 Timing depends on the architecture only, so without a bundled checkpoint it uses the CPU
 default architecture with random weights (it says which).
 """
@@ -35,7 +35,7 @@ import torch
 
 from equicam.core.brats import load_case
 from equicam.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from equicam.core.inference import _tumour_maps, cam_volume, run_to_end
+from equicam.core.inference import _tumour_maps, cam_volume, resolve_precision, run_to_end
 from equicam.core.model import ModelConfig, MultiModalCAM, fold_batchnorm
 from equicam.core.preprocess import brain_mask, normalise_volume, to_input
 from equicam.core.synth import write_case
@@ -83,7 +83,8 @@ def main() -> None:
         tmp = Path(tmp)
         case_dir = write_case(tmp, seed=0, index=0, size="full")
         checkpoint, what = model_for(args.checkpoint, tmp)
-        print(f"model: {what}")
+        bf16 = resolve_precision("auto", args.device) == "bf16"
+        print(f"model: {what}; precision {'bf16' if bf16 else 'fp32'} (as `auto` picks here)")
         model, _ = load_checkpoint(checkpoint, device=args.device)
         case = load_case(case_dir)
         brain = brain_mask(case.images)
@@ -134,11 +135,19 @@ def main() -> None:
             for m in model.modalities
         }
 
+        def sync():  # CUDA runs asynchronously: time the work, not its launch
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+
         def bare():
-            with torch.inference_mode():
+            with (
+                torch.inference_mode(),
+                torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=bf16),
+            ):
                 for m in model.modalities:
                     for i in range(0, len(slices), 16):
                         folded[m](batch[m][i : i + 16])
+            sync()
 
         bare_t = timed(bare, args.repeats)
         show("3. bare batched forward, same nets and slices", bare_t)
@@ -150,28 +159,35 @@ def main() -> None:
             def run():
                 for m in model.modalities:
                     for i in range(0, len(slices), 16):
-                        _tumour_maps(folded[m], batch[m][i : i + 16], method)
+                        _tumour_maps(folded[m], batch[m][i : i + 16], method, bf16)
+                sync()
 
             return run
 
-        def captum(nets):
+        def captum(nets, precision_of_ours: bool):
             def run():
                 for m in model.modalities:
                     net = nets[m]
                     layer = LayerGradCam(lambda x, net=net: net(x).mean(dim=(2, 3)), net.last)
                     for i in range(0, len(slices), 16):
-                        layer.attribute(batch[m][i : i + 16], target=1, relu_attributions=True)
+                        with torch.autocast(
+                            args.device.split(":")[0],
+                            torch.bfloat16,
+                            enabled=bf16 and precision_of_ours,
+                        ):
+                            layer.attribute(batch[m][i : i + 16], target=1, relu_attributions=True)
+                sync()
 
             return run
 
-        captum_t = timed(captum(model.nets), args.repeats)
-        captum_folded_t = timed(captum(folded), args.repeats)
+        captum_t = timed(captum(model.nets, False), args.repeats)
+        captum_folded_t = timed(captum(folded, True), args.repeats)
         cam_t, gradcam_t = timed(ours("cam"), args.repeats), timed(ours("gradcam"), args.repeats)
-        show("4. Captum LayerGradCam, trained nets", captum_t)
-        show("4. Captum LayerGradCam, our inference copies", captum_folded_t)
+        show("4. Captum LayerGradCam, trained nets, fp32", captum_t)
+        show("4. Captum LayerGradCam, our inference copies+precision", captum_folded_t)
         show("4. our CAM (maps only)", cam_t)
         show("4. our Grad-CAM (maps only)", gradcam_t)
-        for label, theirs_t in (("trained nets", captum_t), ("inference copies", captum_folded_t)):
+        for label, theirs_t in (("trained nets", captum_t), ("our copies", captum_folded_t)):
             print(
                 f"{'4. our CAM / Grad-CAM over Captum, ' + label:52s} "
                 f"{theirs_t[0] / cam_t[0]:8.2f}x / {theirs_t[0] / gradcam_t[0]:.2f}x"

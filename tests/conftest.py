@@ -1,5 +1,7 @@
 """Shared fixtures and helpers: cases written to disk with nibabel, for real."""
 
+import socket
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +21,25 @@ def synthetic_cases(tmp_path_factory):
     for index in (0, 6, 8, 9):
         write_synthetic_case(data, seed=7, index=index, size="small")
     return data
+
+
+def two_process_torchrun(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module args`` as 2 processes under torchrun."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        module,
+        *args,
+    ]
 
 
 BRATS_LPS = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from equicam.core.checkpoint import load_checkpoint
+from tests.conftest import two_process_torchrun
 from training.train import load_config, parse_override, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,15 +99,7 @@ def test_resume_continues_after_the_last_epoch(tiny_cache, tmp_path, capsys):
 
 def test_two_gloo_processes_end_with_identical_weights(tiny_cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29533",
-        "-m",
+    command = two_process_torchrun(
         "training.train",
         "--config",
         str(CONFIGS / "cpu_full.toml"),
@@ -118,7 +110,7 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_cache, tmp_path):
             "train.save_rank_states=true",
             "train.device='cpu'",
         ),
-    ]
+    )
     result = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -2,9 +2,7 @@
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +16,7 @@ from equicam.core.checkpoint import save_checkpoint
 from equicam.core.evaluation import cam_case, evaluate
 from equicam.core.metrics import assd, dice
 from equicam.core.model import ModelConfig, MultiModalCAM
+from tests.conftest import two_process_torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -266,26 +265,12 @@ def test_bad_output_folder_or_threshold_fail_before_any_work(
         cam_case(case, checkpoint, tmp_path / "out", device="cpu", threshold=1.5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_evaluate_under_torchrun_shards_cases_and_matches_one_process(
     synthetic_cases, checkpoint, tmp_path
 ):
     data = _labelled_pair(synthetic_cases, tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-        "-m",
+    command = two_process_torchrun(
         "equicam.cli",
         "evaluate",
         str(data),
@@ -295,7 +280,7 @@ def test_evaluate_under_torchrun_shards_cases_and_matches_one_process(
         str(tmp_path / "ddp"),
         "--device",
         "cpu",
-    ]
+    )
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     for case_id in ("BraTS2021_00000", "BraTS2021_00006"):  # each case on one rank only
