@@ -1,8 +1,10 @@
 """The paper's table on held-out synthetic patients: every variant and CAM method, plus the anchor.
 
-    .venv/bin/python -m bench.quality_table --test data/heldout --val data/synth \\
-        --cache data/synth_cache --out docs/results \\
-        baseline=runs/cpu_baseline/checkpoint.safetensors full=runs/cpu_full/checkpoint.safetensors
+    .venv/bin/python -m bench.quality_table --test data/heldout --val data/synth80 \\
+        --cache data/synth80_cache --out docs/results \\
+        baseline=runs/cpu_baseline/checkpoint.safetensors er=runs/cpu_er/checkpoint.safetensors \\
+        kl=runs/cpu_kl/checkpoint.safetensors er_kl=runs/cpu_er_kl/checkpoint.safetensors \\
+        full=runs/cpu_full/checkpoint.safetensors
 
 Each ``NAME=CHECKPOINT`` is evaluated with ``equicam evaluate``'s own function on every case of
 ``--test`` (the threshold of each map is the one its training chose on validation); the
@@ -11,8 +13,9 @@ single intensity threshold on one modality: each modality z-scored inside the br
 one modality, direction and threshold chosen on the validation patients (the ``val`` split of
 ``--cache``, read from ``--val``), then applied unchanged to the test patients.
 
-Writes ``OUT/<row>/results.json`` per row, ``OUT/table.md`` (Dice and ASSD, mean +- std) and
-``OUT/cams.png``: baseline against equivariant CAMs on a few test slices.
+Writes ``OUT/<row>/results.json`` per row, ``OUT/table.md`` (Dice over every patient, ASSD over
+the patients with tumour, mean +- std) and ``OUT/cams.png``: baseline against equivariant CAMs
+on a few test slices.
 """
 
 from __future__ import annotations
@@ -63,27 +66,40 @@ def anchor_scores(case, anchor: dict) -> dict:
     return {"dice": dice(mask, truth), "assd": assd(mask, truth, case.spacing)}
 
 
-def _row(label: str, results: dict) -> tuple[str, list[str], list[str]]:
-    summary = results["summary"]
+def _row(label: str, results: dict, tumour_free: set) -> tuple[str, list[str], list[str]]:
+    """Dice over every case; ASSD over the cases with tumour (it has no meaning without)."""
     dices, assds = [], []
     for column in COLUMNS:
-        if column in summary:
-            s = summary[column]
-            dices.append(f"{s['dice_mean']:.3f} +- {s['dice_std']:.3f}")
-            assds.append(f"{s['assd_mean']:.1f} +- {s['assd_std']:.1f}")
-        else:
+        scores = [row[column] for row in results["per_case"].values() if column in row]
+        if not scores:
             dices.append("")
             assds.append("")
+            continue
+        d = [s["dice"] for s in scores]
+        a = [
+            s["assd"]
+            for case_id, row in results["per_case"].items()
+            if column in row and case_id not in tumour_free
+            for s in [row[column]]
+        ]
+        dices.append(f"{np.mean(d):.3f} +- {np.std(d):.3f}")
+        assds.append(f"{np.mean(a):.1f} +- {np.std(a):.1f}")
     return label, dices, assds
 
 
-def table(rows: list[tuple[str, list[str], list[str]]], n_cases: int) -> str:
+def table(rows: list[tuple[str, list[str], list[str]]], n_cases: int, n_free: int) -> str:
     """Two Markdown tables (Dice, then ASSD in mm) with one row per method."""
     header = "| | " + " | ".join(c.replace("_", " ") for c in COLUMNS) + " |"
     rule = "| --- |" + " --- |" * len(COLUMNS)
     out = [f"Dice, mean +- std over {n_cases} held-out patients", "", header, rule]
     out += [f"| {label} | " + " | ".join(d) + " |" for label, d, _ in rows]
-    out += ["", f"ASSD (mm), mean +- std over {n_cases} held-out patients", "", header, rule]
+    out += [
+        "",
+        f"ASSD (mm), mean +- std over the {n_cases - n_free} held-out patients with tumour",
+        "",
+        header,
+        rule,
+    ]
     out += [f"| {label} | " + " | ".join(a) + " |" for label, _, a in rows]
     return "\n".join(out) + "\n"
 
@@ -143,6 +159,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.node()} {platform.machine()}")
 
+    test_cases = [load_case(f) for f in find_cases(args.test) if f.seg is not None]
+    tumour_free = {c.case_id for c in test_cases if not c.whole_tumour.any()}
     rows = []
     jobs = [(name, "cam") for name in checkpoints]
     if "baseline" in checkpoints:
@@ -161,13 +179,12 @@ def main() -> None:
             log=lambda _: None,
         )
         n_cases = len(results["cases"])
-        rows.append(_row(f"{name}, {METHOD_LABELS[method]}", results))
+        rows.append(_row(f"{name}, {METHOD_LABELS[method]}", results, tumour_free))
         print(f"{name} {method}: {time.perf_counter() - start:.0f} s, " + rows[-1][1][-3])
 
     val_ids = set((args.cache / "splits" / "val.txt").read_text().split())
     val_cases = [load_case(f) for f in find_cases(args.val) if f.case_id in val_ids]
     anchor = choose_anchor(val_cases)
-    test_cases = [load_case(f) for f in find_cases(args.test) if f.seg is not None]
     per_case = {c.case_id: {anchor["modality"]: anchor_scores(c, anchor)} for c in test_cases}
     scores = [row[anchor["modality"]] for row in per_case.values()]
     summary = {
@@ -183,10 +200,10 @@ def main() -> None:
     (args.out / "anchor" / "results.json").write_text(json.dumps(anchor_results, indent=2))
     sign = ">=" if anchor["direction"] == "above" else "<"
     label = f"anchor: z {sign} {anchor['z']:+.2f} on {LAYER_NAMES[anchor['modality']]}"
-    rows.append(_row(label, anchor_results))
+    rows.append(_row(label, anchor_results, tumour_free))
     print(f"{label} (val Dice {anchor['val_dice']:.3f})")
 
-    text = table(rows, n_cases)
+    text = table(rows, n_cases, len(tumour_free))
     (args.out / "table.md").write_text(text)
     print(text)
     shown = {k: v for k, v in checkpoints.items() if k in ("baseline", "full")}

@@ -13,19 +13,31 @@ import numpy as np
 
 def fuse_mean(maps: Sequence[np.ndarray]) -> np.ndarray:
     """Voxel-wise mean: agreement between sequences is rewarded."""
-    return np.mean(maps, axis=0).astype(np.float32)
+    out = np.zeros(maps[0].shape, np.float32)
+    for m in maps:  # one volume at a time: no (M, Z, Y, X) stack in memory
+        out += m
+    out /= len(maps)
+    return out
 
 
 def fuse_max(maps: Sequence[np.ndarray]) -> np.ndarray:
     """Voxel-wise maximum: any sequence that sees tumour is enough."""
-    return np.max(maps, axis=0).astype(np.float32)
+    out = np.array(maps[0], np.float32)
+    for m in maps[1:]:
+        np.maximum(out, m, out=out)
+    return out
 
 
 def fuse_geometric(maps: Sequence[np.ndarray]) -> np.ndarray:
     """Voxel-wise geometric mean: every sequence must agree (a soft AND)."""
-    return np.exp(np.mean(np.log(np.clip(maps, 1e-6, 1.0)), axis=0)).astype(np.float32) * (
-        np.min(maps, axis=0) > 0
-    )
+    log_sum = np.zeros(maps[0].shape, np.float32)
+    everywhere = np.ones(maps[0].shape, bool)
+    for m in maps:
+        log_sum += np.log(np.clip(m, 1e-6, 1.0, dtype=np.float32))
+        everywhere &= m > 0
+    out = np.exp(log_sum / len(maps))
+    out *= everywhere
+    return out
 
 
 FUSIONS: dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]] = {

@@ -196,7 +196,9 @@ def cam_volume(
             f"the model has networks for {', '.join(model.modalities)}; none of them was given"
         )
     shape = images[names[0]].shape
-    brain = np.any([images[m] != 0 for m in names], axis=0)
+    brain = images[names[0]] != 0
+    for m in names[1:]:
+        brain |= images[m] != 0
     has_brain = brain.any(axis=(1, 2))
     wanted = range(shape[0]) if slices is None else slices
     todo = [z for z in wanted if 0 <= z < shape[0] and has_brain[z]]
