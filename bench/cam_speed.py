@@ -14,8 +14,12 @@ On a full-size synthetic case (four modalities, 240 x 240 x 155) it prints, as m
 4. Captum's ``LayerGradCam`` on the trained networks in float32, as a user would call it, and
    on the same inference copies and precision our pipeline runs, against our CAM and Grad-CAM;
    and the largest difference between Captum's Grad-CAM and ours (both float32).
-Timing depends on the architecture only, so without a bundled checkpoint it uses the CPU
-default architecture with random weights (it says which).
+
+The core generator and everything of 3 and 4 run in turns, round after round, and each ratio
+is the median (min-max) of the round-by-round ratios: on a shared machine whose speed drifts,
+separate timing blocks disagree by up to 50%, turns do not. Timing depends on the architecture
+only, so without a bundled checkpoint it uses the CPU default architecture with random weights
+(it says which).
 """
 
 from __future__ import annotations
@@ -59,6 +63,34 @@ def timed(function, repeats: int) -> tuple[float, float, float]:
     return statistics.median(times), min(times), max(times)
 
 
+def timed_together(functions: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each function, run in turns (after one warm-up each).
+
+    Run in turns, every function meets the same moments of a shared machine, so the ratios
+    between them hold even when the machine's speed drifts between rounds.
+    """
+    for function in functions.values():
+        function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def spread(times: list[float]) -> tuple[float, float, float]:
+    """Median, min and max."""
+    return statistics.median(times), min(times), max(times)
+
+
+def ratio(slow: list[float], fast: list[float]) -> str:
+    """Median (min-max) of the round-by-round ratios ``slow / fast``."""
+    r = [a / b for a, b in zip(slow, fast, strict=True)]
+    return f"{statistics.median(r):8.2f} ({min(r):.2f}-{max(r):.2f})"
+
+
 def show(label: str, t: tuple[float, float, float], unit: str = "s") -> None:
     scale = 1000.0 if unit == "ms" else 1.0
     print(f"{label:52s} {t[0] * scale:8.3f} {unit} ({t[1] * scale:.3f}-{t[2] * scale:.3f})")
@@ -100,10 +132,6 @@ def main() -> None:
         slices = [i for i in range(len(brain)) if brain[i].any()]
         print(f"case: {case.geometry.display_shape}, {len(slices)} slices with brain")
 
-        volume = timed(
-            lambda: run_to_end(cam_volume(model, images, device=args.device)), args.repeats
-        )
-        show("1. whole volume, core generator (CAM)", volume)
         command = [
             sys.executable,
             "-c",
@@ -124,7 +152,6 @@ def main() -> None:
 
         show("1. whole volume, `equicam cam` (load, CAM, write)", timed(cam_command, args.repeats))
         print(f"{'1. peak memory of `equicam cam` (VmHWM)':52s} {max(peaks):8.0f} MB")
-
         current = timed(
             lambda: run_to_end(cam_volume(model, images, slices=[z], device=args.device)),
             args.repeats,
@@ -142,24 +169,21 @@ def main() -> None:
             m: fold_batchnorm(model.nets[m]).to(args.device, memory_format=torch.channels_last)
             for m in model.modalities
         }
+        device_type = args.device.split(":")[0]
 
         def sync():  # CUDA runs asynchronously: time the work, not its launch
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
 
+        def pipeline():
+            run_to_end(cam_volume(model, images, device=args.device))
+
         def bare():
-            with (
-                torch.inference_mode(),
-                torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=bf16),
-            ):
+            with torch.inference_mode(), torch.autocast(device_type, torch.bfloat16, enabled=bf16):
                 for m in model.modalities:
                     for i in range(0, len(slices), 16):
                         folded[m](batch[m][i : i + 16])
             sync()
-
-        bare_t = timed(bare, args.repeats)
-        show("3. bare batched forward, same nets and slices", bare_t)
-        print(f"{'3. pipeline / bare':52s} {volume[0] / bare_t[0]:8.2f}")
 
         from captum.attr import LayerGradCam
 
@@ -178,28 +202,37 @@ def main() -> None:
                     net = nets[m]
                     layer = LayerGradCam(lambda x, net=net: net(x).mean(dim=(2, 3)), net.last)
                     for i in range(0, len(slices), 16):
+                        x = batch[m][i : i + 16]
                         with torch.autocast(
-                            args.device.split(":")[0],
-                            torch.bfloat16,
-                            enabled=bf16 and precision_of_ours,
+                            device_type, torch.bfloat16, enabled=bf16 and precision_of_ours
                         ):
-                            layer.attribute(batch[m][i : i + 16], target=1, relu_attributions=True)
+                            layer.attribute(x, target=1, relu_attributions=True)
                 sync()
 
             return run
 
-        captum_t = timed(captum(model.nets, False), args.repeats)
-        captum_folded_t = timed(captum(folded, True), args.repeats)
-        cam_t, gradcam_t = timed(ours("cam"), args.repeats), timed(ours("gradcam"), args.repeats)
-        show("4. Captum LayerGradCam, trained nets, fp32", captum_t)
-        show("4. Captum LayerGradCam, our inference copies+precision", captum_folded_t)
-        show("4. our CAM (maps only)", cam_t)
-        show("4. our Grad-CAM (maps only)", gradcam_t)
-        for label, theirs_t in (("trained nets", captum_t), ("our copies", captum_folded_t)):
-            print(
-                f"{'4. our CAM / Grad-CAM over Captum, ' + label:52s} "
-                f"{theirs_t[0] / cam_t[0]:8.2f}x / {theirs_t[0] / gradcam_t[0]:.2f}x"
-            )
+        t = timed_together(
+            {
+                "pipeline": pipeline,
+                "bare": bare,
+                "captum": captum(model.nets, False),
+                "captum copies": captum(folded, True),
+                "cam": ours("cam"),
+                "gradcam": ours("gradcam"),
+            },
+            args.repeats,
+        )
+        show("1. whole volume, core generator (CAM)", spread(t["pipeline"]))
+        show("3. bare batched forward, same nets and slices", spread(t["bare"]))
+        print(f"{'3. pipeline / bare':52s} {ratio(t['pipeline'], t['bare'])}")
+        show("4. Captum LayerGradCam, trained nets, fp32", spread(t["captum"]))
+        show("4. Captum LayerGradCam, our copies and precision", spread(t["captum copies"]))
+        show("4. our CAM (maps only)", spread(t["cam"]))
+        show("4. our Grad-CAM (maps only)", spread(t["gradcam"]))
+        for label, theirs in (("trained nets", "captum"), ("our copies", "captum copies")):
+            for ours_name, key in (("CAM", "cam"), ("Grad-CAM", "gradcam")):
+                label_text = f"4. our {ours_name} over Captum, {label}"
+                print(f"{label_text:52s} {ratio(t[theirs], t[key])}x")
         net, x = model.nets["flair"], batch["flair"][:16]
         theirs = (
             LayerGradCam(lambda v: net(v).mean(dim=(2, 3)), net.last)
