@@ -217,13 +217,14 @@ def cam_volume(
             x = to_input(x[:, None].to(device), model.config.input_size)
             x = x.contiguous(memory_format=torch.channels_last)
             raw, p = _tumour_maps(net, x, method, bf16)
-            back = from_input(raw[:, None], shape[1:])[:, 0]
-            back = torch.relu(back).flatten(1)
-            low, high = back.min(dim=1, keepdim=True).values, back.max(dim=1, keepdim=True).values
-            norm = (back - low) / (high - low).clamp_min(1e-6)
-            norm = norm * (p > 0.5).float()[:, None]
+            # Bilinear resizing of the (non-negative) raw maps keeps them non-negative.
+            back = from_input(raw[:, None], shape[1:])[:, 0].flatten(1)
+            low, high = back.amin(dim=1, keepdim=True), back.amax(dim=1, keepdim=True)
+            gate = (p > 0.5).float()[:, None] / (high - low).clamp_min(1e-6)
+            back = back.sub_(low).mul_(gate).view(-1, *shape[1:])
             # Upsampled maps spill past the skull-stripped brain: nothing is tumour there.
-            maps[m][batch] = norm.view(-1, *shape[1:]).cpu().numpy() * brain[batch]
+            back.mul_(torch.from_numpy(brain[batch]).to(device))
+            maps[m][batch] = back.cpu().numpy()
             probs[m][batch] = p.cpu().numpy()
             done += 1
             yield Progress(done, total, f"{m}: slices {batch[0]}-{batch[-1]}")
