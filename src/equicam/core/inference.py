@@ -217,13 +217,14 @@ def cam_volume(
             x = to_input(x[:, None].to(device), model.config.input_size)
             x = x.contiguous(memory_format=torch.channels_last)
             raw, p = _tumour_maps(net, x, method, bf16)
-            # Bilinear resizing of the (non-negative) raw maps keeps them non-negative.
-            back = from_input(raw[:, None], shape[1:])[:, 0].flatten(1)
-            low, high = back.amin(dim=1, keepdim=True), back.amax(dim=1, keepdim=True)
-            gate = (p > 0.5).float()[:, None] / (high - low).clamp_min(1e-6)
-            back = back.sub_(low).mul_(gate).view(-1, *shape[1:])
-            # Upsampled maps spill past the skull-stripped brain: nothing is tumour there.
-            back.mul_(torch.from_numpy(brain[batch]).to(device))
+            with torch.inference_mode():  # in-place updates of CAM's inference tensors
+                # Bilinear resizing of the (non-negative) raw maps keeps them non-negative.
+                back = from_input(raw[:, None], shape[1:])[:, 0].flatten(1)
+                low, high = back.amin(dim=1, keepdim=True), back.amax(dim=1, keepdim=True)
+                gate = (p > 0.5).float()[:, None] / (high - low).clamp_min(1e-6)
+                back = back.sub_(low).mul_(gate).view(-1, *shape[1:])
+                # Upsampled maps spill past the skull-stripped brain: nothing is tumour there.
+                back.mul_(torch.from_numpy(brain[batch]).to(device))
             maps[m][batch] = back.cpu().numpy()
             probs[m][batch] = p.cpu().numpy()
             done += 1
