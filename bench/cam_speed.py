@@ -54,13 +54,7 @@ PEAK_OF_CAM = (
 
 def timed(function, repeats: int) -> tuple[float, float, float]:
     """Median, min and max wall time of ``function()`` in seconds (after one warm-up)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times)
+    return spread(timed_together({"": function}, repeats)[""])
 
 
 def timed_together(functions: dict, repeats: int) -> dict[str, list[float]]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.synth_quality import EDGES, dice_curves
 from equicam.core.brats import LAYER_NAMES, MODALITIES, find_cases, load_case
-from equicam.core.evaluation import evaluate
+from equicam.core.evaluation import evaluate, summarise
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
 
@@ -70,20 +70,11 @@ def _row(label: str, results: dict, tumour_free: set) -> tuple[str, list[str], l
     """Dice over every case; ASSD over the cases with tumour (it has no meaning without)."""
     dices, assds = [], []
     for column in COLUMNS:
-        scores = [row[column] for row in results["per_case"].values() if column in row]
-        if not scores:
-            dices.append("")
-            assds.append("")
-            continue
-        d = [s["dice"] for s in scores]
-        a = [
-            s["assd"]
-            for case_id, row in results["per_case"].items()
-            if column in row and case_id not in tumour_free
-            for s in [row[column]]
-        ]
-        dices.append(f"{np.mean(d):.3f} +- {np.std(d):.3f}")
-        assds.append(f"{np.mean(a):.1f} +- {np.std(a):.1f}")
+        rows = {case: row[column] for case, row in results["per_case"].items() if column in row}
+        d = [s["dice"] for s in rows.values()]
+        a = [s["assd"] for case, s in rows.items() if case not in tumour_free]
+        dices.append(f"{np.mean(d):.3f} +- {np.std(d):.3f}" if d else "")
+        assds.append(f"{np.mean(a):.1f} +- {np.std(a):.1f}" if a else "")
     return label, dices, assds
 
 
@@ -186,15 +177,7 @@ def main() -> None:
     val_cases = [load_case(f) for f in find_cases(args.val) if f.case_id in val_ids]
     anchor = choose_anchor(val_cases)
     per_case = {c.case_id: {anchor["modality"]: anchor_scores(c, anchor)} for c in test_cases}
-    scores = [row[anchor["modality"]] for row in per_case.values()]
-    summary = {
-        anchor["modality"]: {
-            "dice_mean": float(np.mean([s["dice"] for s in scores])),
-            "dice_std": float(np.std([s["dice"] for s in scores])),
-            "assd_mean": float(np.mean([s["assd"] for s in scores])),
-            "assd_std": float(np.std([s["assd"] for s in scores])),
-        }
-    }
+    summary = summarise(per_case, {anchor["modality"]: anchor["z"]})
     anchor_results = {"anchor": anchor, "summary": summary, "per_case": per_case}
     (args.out / "anchor").mkdir(exist_ok=True)
     (args.out / "anchor" / "results.json").write_text(json.dumps(anchor_results, indent=2))

@@ -191,7 +191,7 @@ def _mask_path(out: Path, name: str, mask: np.ndarray, case) -> Path:
     return path
 
 
-def _summary(rows: dict[str, dict[str, dict]], thresholds: dict[str, float]) -> dict:
+def summarise(rows: dict[str, dict[str, dict]], thresholds: dict[str, float]) -> dict:
     """Mean and std over cases of each map's scores; ``rows``: case -> map -> scores."""
     names = list(dict.fromkeys(name for row in rows.values() for name in row))
     summary = {}
@@ -345,10 +345,10 @@ def evaluate(
         "checkpoint_file": str(source),
         "method": method,
         "cases": list(per_case),
-        "summary": _summary(per_case, chosen),
+        "summary": summarise(per_case, chosen),
         "per_case": per_case,
         "sweep": {
-            f"{t:g}": _summary(dict(sorted(swept[t].items())), dict.fromkeys(chosen, t))
+            f"{t:g}": summarise(dict(sorted(swept[t].items())), dict.fromkeys(chosen, t))
             for t in sweep
         },
         "training": {k: meta[k] for k in ("variant", "data") if k in meta},
