@@ -76,6 +76,26 @@ def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny_cache
     assert last < first
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert set(meta["thresholds"]) >= {"t1", "flair", "fused_mean", "fused_max"}
+    for m, epoch in meta["selected_epoch"].items():
+        accuracies = [h["val_accuracy"][m] for h in history]
+        assert accuracies[epoch - 1] == max(accuracies) == meta["val_accuracy"][m]
+
+
+def test_selecting_by_validation_dice_keeps_the_best_fused_epoch(tiny_cache, tmp_path):
+    extra = ("train.epochs=3", "train.select='dice'", "model.input_norm='slice'")
+    path = train(load_config(CONFIGS / "cpu_full.toml", _overrides(tiny_cache, tmp_path, *extra)))
+    _, meta = load_checkpoint(path)
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    fused = [h["val_dice"]["fused_mean"] for h in history]
+    best = len(fused) - int(np.argmax(fused[::-1]))
+    assert set(meta["selected_epoch"].values()) == {best}
+    assert meta["model"]["input_norm"] == "slice"
+    with pytest.raises(ValueError, match="train.select"):
+        train(
+            load_config(
+                CONFIGS / "cpu_full.toml", _overrides(tiny_cache, tmp_path, "train.select='loss'")
+            )
+        )
 
 
 def test_resume_continues_after_the_last_epoch(tiny_cache, tmp_path, capsys):

@@ -7,6 +7,8 @@ Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/c
 A run folder receives ``checkpoint.safetensors`` (each modality's network from its best
 validation-accuracy epoch, with the threshold chosen on validation), ``metrics.jsonl``,
 ``curves.png`` and ``last_state.pt`` (to resume with ``train.resume=true``).
+``train.select=dice`` keeps instead the epoch whose fused-mean validation Dice is highest
+(the same epoch for every network; pixel labels of the validation split, as the thresholds).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ DEFAULTS: dict = {
         "modalities": ["t1", "t1ce", "t2", "flair"],
         "widths": [64, 128, 256, 256],
         "input_size": 240,
+        "input_norm": "case",
     },
     "loss": {"cls": 1.0, "kl": 0.5, "er": 1.0, "cmer": 1.0, "temperature": 10.0},
     "train": {
@@ -65,6 +68,7 @@ DEFAULTS: dict = {
         "balanced": False,
         "schedule": "constant",
         "warmup_epochs": 0.0,
+        "select": "accuracy",
     },
 }
 
@@ -243,15 +247,18 @@ def _plot(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 3.5))
     epochs = [h["epoch"] for h in history]
     for m in history[0]["loss"]:
         left.plot(epochs, [h["loss"][m]["total"] for h in history], marker="o", label=m)
-        right.plot(epochs, [h["val_accuracy"][m] for h in history], marker="o", label=m)
+        middle.plot(epochs, [h["val_accuracy"][m] for h in history], marker="o", label=m)
+    for name in history[0]["val_dice"]:
+        right.plot(epochs, [h["val_dice"][name] for h in history], marker="o", label=name)
     left.set(xlabel="epoch", ylabel="training loss (total)", title="loss")
-    right.set(xlabel="epoch", ylabel="validation accuracy", title="slice classification")
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
+    middle.set(xlabel="epoch", ylabel="validation accuracy", title="slice classification")
+    right.set(xlabel="epoch", ylabel="validation Dice (best threshold)", title="pseudo-masks")
+    for ax in (left, middle, right):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -275,6 +282,7 @@ def train(config: dict) -> Path:
         modalities=tuple(config["model"]["modalities"]),
         widths=tuple(config["model"]["widths"]),
         input_size=int(config["model"]["input_size"]),
+        input_norm=str(config["model"]["input_norm"]),
     )
     weights = LossWeights(**config["loss"])
     train_data = SliceCache(config["data"]["cache"], "train", model_cfg.modalities)
@@ -294,14 +302,18 @@ def train(config: dict) -> Path:
         )
         for m in model.modalities
     }
-    history, best, best_acc, start = [], {}, dict.fromkeys(model.modalities, -1.0), 0
+    if cfg["select"] not in ("accuracy", "dice"):
+        raise ValueError(f"train.select is {cfg['select']!r}; use accuracy or dice")
+    history, best, start = [], {}, 0
+    best_score, best_epoch = dict.fromkeys(model.modalities, -1.0), {}
     state_path = run_dir / "last_state.pt"
     if cfg["resume"] and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         for m, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][m])
-        best, best_acc, start = state["best"], state["best_acc"], state["epoch"]
+        best, best_score, start = state["best"], state["best_score"], state["epoch"]
+        best_epoch = state["best_epoch"]
         history = json.loads(state["history"])
         if rank == 0:
             print(f"resumed after epoch {start}")
@@ -359,9 +371,12 @@ def train(config: dict) -> Path:
             if cfg["max_steps"] and steps >= int(cfg["max_steps"]):
                 break
         val_acc = _accuracy(model, val_data, device, model_cfg.input_size)
+        val_dice = {k: v["dice"] for k, v in choose_thresholds(model, val_data, device).items()}
         for m in model.modalities:
-            if val_acc[m] >= best_acc[m]:
-                best_acc[m] = val_acc[m]
+            score = val_dice["fused_mean"] if cfg["select"] == "dice" else val_acc[m]
+            if score >= best_score[m]:
+                best_score[m] = score
+                best_epoch[m] = epoch + 1
                 best[m] = {k: v.detach().clone() for k, v in model.nets[m].state_dict().items()}
         record = {
             "epoch": epoch + 1,
@@ -370,6 +385,7 @@ def train(config: dict) -> Path:
             "loss": {m: {k: v / max(1, seen) for k, v in s.items()} for m, s in sums.items()},
             "train_accuracy": {m: c / max(1, seen) for m, c in correct.items()},
             "val_accuracy": val_acc,
+            "val_dice": val_dice,
         }
         history.append(record)
         if rank == 0:
@@ -387,7 +403,8 @@ def train(config: dict) -> Path:
                     "model": model.state_dict(),
                     "optimizers": {m: o.state_dict() for m, o in optimizers.items()},
                     "best": best,
-                    "best_acc": best_acc,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
                     "history": json.dumps(history),
                 },
                 state_path,
@@ -417,7 +434,8 @@ def train(config: dict) -> Path:
         "threshold": default,
         "thresholds": {k: v["threshold"] for k, v in chosen.items()},
         "val_dice": {k: v["dice"] for k, v in chosen.items()},
-        "val_accuracy": best_acc,
+        "selected_epoch": best_epoch,
+        "val_accuracy": {m: history[e - 1]["val_accuracy"][m] for m, e in best_epoch.items()},
         "data": {
             "cache": str(config["data"]["cache"]),
             "source": train_data.meta.get("source"),

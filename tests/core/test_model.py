@@ -60,3 +60,21 @@ def test_folding_batchnorm_keeps_the_maps_and_leaves_the_network_alone():
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(folded.features(x), net.features(x), rtol=1e-4, atol=1e-5)
+
+
+def test_slice_normalisation_makes_a_network_blind_to_each_slice_s_brain_scale_and_shift():
+    torch.manual_seed(0)
+    net = CAMNet((4, 8, 8, 8), input_norm="slice").eval()
+    x = torch.zeros(2, 1, 32, 32)
+    x[:, :, 4:28, 6:26] = torch.randn(2, 1, 24, 20)
+    shifted = torch.where(x != 0, 3.0 * x + torch.tensor([0.5, -2.0]).view(2, 1, 1, 1), x)
+    torch.testing.assert_close(net(shifted), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_input_normalisation_is_part_of_the_config():
+    config = ModelConfig(widths=(4, 8, 8, 8), input_norm="slice")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert all(net.slice_norm for net in MultiModalCAM(config).nets.values())
+    assert ModelConfig.from_dict({"widths": [4, 8, 8, 8]}).input_norm == "case"
+    with pytest.raises(ValueError, match="input_norm"):
+        ModelConfig(input_norm="volume")

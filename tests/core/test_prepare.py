@@ -103,3 +103,21 @@ def test_prepare_reads_every_brats_layout(tmp_path):
     # write_case's tumour slabs all lie at k = 2, 3 on the superior (third) file axis.
     assert labels.reshape(3, -1).sum(axis=1).tolist() == [2, 2, 2]
     assert np.load(tmp_path / "cache" / "slice_index.npy")[labels == 1].tolist() == [2, 3] * 3
+
+
+def test_per_slice_zscore_standardises_each_slice_s_brain_and_keeps_background_zero():
+    import torch
+
+    from equicam.core.preprocess import zscore_slices
+
+    x = torch.zeros(3, 2, 16, 16)
+    x[0, :, 2:10, 3:12] = torch.rand(2, 8, 9) * 4 + 7
+    x[1, :, 5:15, 0:6] = -torch.rand(2, 10, 6)
+    z = zscore_slices(x)
+    for n in (0, 1):
+        for c in (0, 1):
+            brain = z[n, c][x[n, c] != 0]
+            assert abs(float(brain.mean())) < 1e-5
+            assert abs(float(brain.std(unbiased=False)) - 1.0) < 1e-4
+    assert (z[x == 0] == 0).all()
+    assert (z[2] == 0).all()

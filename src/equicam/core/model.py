@@ -16,7 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from equicam.core.preprocess import zscore_slices
+
 PAPER_WIDTHS = (64, 128, 256, 256)
+INPUT_NORMS = ("case", "slice")
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,20 @@ class ModelConfig:
         Side, in pixels, of the square slices that the networks see.
     n_classes
         Number of CAM channels (0 = healthy, 1 = tumour).
+    input_norm
+        ``case``: the networks see the per-case brain z-score of preprocessing as it is;
+        ``slice``: each network first re-z-scores every slice within its brain (the paper's).
     """
 
     modalities: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
     widths: tuple[int, ...] = PAPER_WIDTHS
     input_size: int = 240
     n_classes: int = 2
+    input_norm: str = "case"
+
+    def __post_init__(self) -> None:
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm is {self.input_norm!r}; use one of {INPUT_NORMS}")
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (tuples become lists)."""
@@ -75,6 +86,8 @@ class CAMNet(nn.Module):
         Channels of the four encoder levels (three 2x poolings between them).
     n_classes
         Channels of the CAM head.
+    input_norm
+        ``slice`` re-z-scores each input slice within its brain first (:func:`zscore_slices`).
 
     Notes
     -----
@@ -84,10 +97,13 @@ class CAMNet(nn.Module):
     H and W must be divisible by 8.
     """
 
-    def __init__(self, widths: Sequence[int] = PAPER_WIDTHS, n_classes: int = 2) -> None:
+    def __init__(
+        self, widths: Sequence[int] = PAPER_WIDTHS, n_classes: int = 2, input_norm: str = "case"
+    ) -> None:
         super().__init__()
         if len(widths) != 4:
             raise ValueError(f"widths needs 4 levels, got {list(widths)}")
+        self.slice_norm = input_norm == "slice"
         w = list(widths)
         self.enc = nn.ModuleList(
             [_double_conv(1, w[0])] + [_double_conv(w[i - 1], w[i]) for i in range(1, 4)]
@@ -102,6 +118,8 @@ class CAMNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last 3x3 conv block's activations, ``(N, widths[0], H, W)``."""
+        if self.slice_norm:
+            x = zscore_slices(x)
         skips = []
         for i, block in enumerate(self.enc):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
@@ -155,7 +173,10 @@ class MultiModalCAM(nn.Module):
         config = config or ModelConfig()
         self.config = config
         self.nets = nn.ModuleDict(
-            {m: CAMNet(config.widths, config.n_classes) for m in config.modalities}
+            {
+                m: CAMNet(config.widths, config.n_classes, config.input_norm)
+                for m in config.modalities
+            }
         )
 
     @property

@@ -3,7 +3,9 @@
 One normalisation, used everywhere: per case and per modality, z-score inside the brain,
 clipped to [-5, 5], background exactly 0. MRI intensities have no absolute scale, so the
 statistics come from the brain of the same case; the clip keeps rare bright voxels (vessels,
-artefacts) from dominating a slice.
+artefacts) from dominating a slice. A network may in addition re-standardise each slice
+(:func:`zscore_slices`, the paper's per-slice normalisation); it does so inside its forward
+pass, so that training and every inference path see the same inputs.
 """
 
 from __future__ import annotations
@@ -56,6 +58,33 @@ def normalise_volume(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     std = inside.std()
     out[mask] = np.clip((inside - inside.mean()) / (std if std > 0 else 1.0), -CLIP, CLIP)
     return out
+
+
+def zscore_slices(x, std_floor: float = 0.1):
+    """Z-score every slice with the mean and std of its own brain pixels (the non-zero ones).
+
+    Parameters
+    ----------
+    x
+        torch tensor ``(N, C, H, W)``, exactly 0 outside the brain.
+    std_floor
+        Smallest std divided by, so that a slice with a few near-constant brain pixels (the
+        top of the head) is not blown up.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, H, W)``: brain pixels z-scored per slice and clipped to [-CLIP, CLIP],
+        background exactly 0.
+    """
+    import torch
+
+    brain = x != 0
+    count = brain.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+    mean = x.sum(dim=(2, 3), keepdim=True) / count
+    var = ((x - mean) ** 2 * brain).sum(dim=(2, 3), keepdim=True) / count
+    z = ((x - mean) / var.sqrt().clamp_min(std_floor)).clamp(-CLIP, CLIP)
+    return torch.where(brain, z, torch.zeros_like(z))
 
 
 def _square_pads(y: int, x: int) -> tuple[int, int, int, int]:
