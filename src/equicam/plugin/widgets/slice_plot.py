@@ -50,11 +50,35 @@ class SliceProbabilityPlot(Container):
             ax.plot(
                 z, values[z], marker="." if len(z) < 3 else None, label=LAYER_NAMES.get(name, name)
             )
+        if not self.probabilities:
+            ax.set_axis_off()
+            ax.text(
+                0.5,
+                0.5,
+                "P(tumour) per slice appears here\nafter a whole-volume run",
+                color="#a0a4ab",
+                fontsize=7,
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+            self.canvas.draw_idle()
+            return
+        ax.set_axis_on()
         ax.axvline(self.current, color="white", linewidth=0.8)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("slice", color="white", fontsize=7)
         ax.set_ylabel("P(tumour)", color="white", fontsize=7)
         ax.tick_params(colors="white", labelsize=6)
-        if self.probabilities:
-            ax.legend(fontsize=6, loc="upper right", ncol=2)
+        # Above the axes, one row: inside, it hides the curves where they matter (near 1).
+        ax.legend(
+            fontsize=6,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            ncol=len(self.probabilities),
+            frameon=False,
+            labelcolor="white",
+            handlelength=1.2,
+            columnspacing=1.0,
+        )
         self.canvas.draw_idle()
