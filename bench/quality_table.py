@@ -34,7 +34,7 @@ from equicam.core.evaluation import evaluate, summarise
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
 
-COLUMNS = (*MODALITIES, "fused_mean", "fused_max", "fused_geometric")
+COLUMNS = (*MODALITIES, "fused_mean", "fused_max", "fused_geometric", "fused_weighted")
 METHOD_LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
 
 

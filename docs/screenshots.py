@@ -77,7 +77,7 @@ def run_volume(inspector: CamInspector, model: str, method: str) -> None:
     inspector.model.value, inspector.method.value = model, method
     inspector.run_volume.clicked()
     settle(lambda: not inspector.cancel.enabled)  # Cancel is enabled while the worker runs
-    name = f"CAM fused mean ({model}{'' if method == 'cam' else ', Grad-CAM++'})"
+    name = f"CAM fused weighted ({model}{'' if method == 'cam' else ', Grad-CAM++'})"
     if name not in inspector.viewer.layers:
         raise RuntimeError(f"the run made no layer '{name}'")
 
@@ -118,7 +118,7 @@ def main(out: Path) -> None:
     shot("compare")
     inspector.comparison.side_by_side.value = "off"
 
-    mask = viewer.layers["mask fused mean (equivariant)"]
+    mask = viewer.layers["mask fused weighted (equivariant)"]
     for layer in viewer.layers:
         layer.visible = layer in (viewer.layers["FLAIR"], mask)
     viewer.layers.selection.active = mask

@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: cases written to disk with nibabel, for real."""
 
+import json
 import socket
 import sys
 from pathlib import Path
@@ -105,3 +106,33 @@ def write_case(
         labels = nib.Nifti1Image(raw_labels(shape, layout), affine)
         nib.save(labels, folder / f"{case_id}{names['seg']}{ext}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A cache in the `equicam prepare` format: 6 patients x 8 slices, a bright square = tumour."""
+    root = tmp_path_factory.mktemp("cache")
+    rng = np.random.default_rng(0)
+    n_cases, per_case, size = 6, 8, 32
+    n = n_cases * per_case
+    images = rng.normal(0, 0.3, (n, 4, size, size)).astype(np.float16)
+    masks = np.zeros((n, size, size), np.uint8)
+    labels = np.zeros(n, np.uint8)
+    for i in range(n):
+        if i % 2:
+            y, x = rng.integers(4, 20, 2)
+            masks[i, y : y + 8, x : x + 8] = 1
+            images[i, :, y : y + 8, x : x + 8] += np.float16(2.0)
+            labels[i] = 1
+    cases = [f"P{i}" for i in range(n_cases)]
+    np.save(root / "images.npy", images)
+    np.save(root / "masks.npy", masks)
+    np.save(root / "labels.npy", labels)
+    np.save(root / "case_index.npy", np.repeat(np.arange(n_cases, dtype=np.int32), per_case))
+    np.save(root / "slice_index.npy", np.tile(np.arange(per_case, dtype=np.int16), n_cases))
+    (root / "splits").mkdir()
+    for split, ids in {"train": cases[:4], "val": cases[4:5], "test": cases[5:]}.items():
+        (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    meta = {"modalities": ["t1", "t1ce", "t2", "flair"], "size": size, "cases": cases}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root

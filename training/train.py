@@ -30,13 +30,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from equicam.core.checkpoint import save_checkpoint
 from equicam.core.device import resolve_device, supports_bf16
-from equicam.core.evaluation import SWEEP
-from equicam.core.inference import cam_volume, run_to_end
 from equicam.core.losses import TERMS, LossWeights, method_losses
-from equicam.core.metrics import dice
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.preprocess import NORMALISATION, to_input
 from equicam.core.transforms import apply_transform, sample_transform
+from training.calibrate import calibrate
 from training.data import BalancedSampler, SliceCache
 
 DEFAULTS: dict = {
@@ -220,27 +218,6 @@ def _accuracy(model: MultiModalCAM, data: SliceCache, device: str, size: int) ->
     return {m: c / max(1, len(data)) for m, c in correct.items()}
 
 
-def choose_thresholds(model: MultiModalCAM, data: SliceCache, device: str) -> dict:
-    """Mean 3-D Dice per map and threshold over the split's patients; best threshold per map."""
-    scores: dict[str, dict[float, list]] = {}
-    for case_id in data.case_ids:
-        images, masks = data.case_slices(case_id)
-        if not masks.any():
-            continue
-        volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
-        result = run_to_end(
-            cam_volume(model, volume, device=device, fusions=("mean", "max", "geometric"))
-        )
-        for name, maps in result.all_maps().items():
-            for t in SWEEP:
-                scores.setdefault(name, {}).setdefault(t, []).append(dice(maps >= t, masks > 0))
-    best = {}
-    for name, by_t in scores.items():
-        t, values = max(by_t.items(), key=lambda kv: np.mean(kv[1]))
-        best[name] = {"threshold": t, "dice": float(np.mean(values))}
-    return best
-
-
 def _plot(history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -371,7 +348,8 @@ def train(config: dict) -> Path:
             if cfg["max_steps"] and steps >= int(cfg["max_steps"]):
                 break
         val_acc = _accuracy(model, val_data, device, model_cfg.input_size)
-        val_dice = {k: v["dice"] for k, v in choose_thresholds(model, val_data, device).items()}
+        chosen = calibrate(model, val_data, device)["maps"]
+        val_dice = {k: v["dice"] for k, v in chosen.items()}
         for m in model.modalities:
             score = val_dice["fused_mean"] if cfg["select"] == "dice" else val_acc[m]
             if score >= best_score[m]:
@@ -425,7 +403,8 @@ def train(config: dict) -> Path:
     for m, state in best.items():
         model.nets[m].load_state_dict(state)
     model.eval()
-    chosen = choose_thresholds(model, val_data, device)
+    calibration = calibrate(model, val_data, device)
+    chosen, model.fusion_weights = calibration["maps"], calibration["fusion_weights"]
     default = chosen.get("fused_mean", {"threshold": 0.5})["threshold"]
     meta = {
         "variant": config["variant"],

@@ -136,3 +136,20 @@ def test_a_bundled_name_without_its_file_says_so(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="has not been trained and bundled yet") as error:
         load_checkpoint("equivariant")
     assert str(tmp_path / "equivariant.safetensors") in str(error.value)
+
+
+def test_fusion_weights_travel_with_the_checkpoint_and_bad_ones_are_refused(tmp_path):
+    model = MultiModalCAM(CONFIG)
+    model.fusion_weights = {"t1": 0.25, "flair": 0.75}
+    path = save_checkpoint(tmp_path / "w.safetensors", model, {"threshold": 0.5})
+    loaded, meta = load_checkpoint(path)
+    assert loaded.fusion_weights == meta["fusion_weights"] == {"t1": 0.25, "flair": 0.75}
+    for bad in ({"t2": 1.0}, {"t1": -0.5}, [0.5, 0.5], {"flair": "high"}):
+        meta = {"format": 1, "model": CONFIG.to_dict(), "fusion_weights": bad}
+        save_file(
+            MultiModalCAM(CONFIG).state_dict(),
+            tmp_path / "bad.safetensors",
+            metadata={"equicam": json.dumps(meta)},
+        )
+        with pytest.raises(CheckpointError, match="fusion_weights"):
+            load_checkpoint(tmp_path / "bad.safetensors")

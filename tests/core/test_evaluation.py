@@ -20,7 +20,17 @@ from tests.conftest import two_process_torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MAPS = ["t1", "t1ce", "t2", "flair", "fused_mean", "fused_max", "fused_geometric"]
+MAPS = [
+    "t1",
+    "t1ce",
+    "t2",
+    "flair",
+    "fused_mean",
+    "fused_max",
+    "fused_geometric",
+    "fused_weighted",
+]
+CAM_MAPS = [m for m in MAPS if m != "fused_geometric"]  # what `equicam cam` writes
 
 
 def _tiny_model():
@@ -46,7 +56,7 @@ def test_per_map_thresholds_of_the_checkpoint_are_used(synthetic_cases, tmp_path
     case = synthetic_cases / "BraTS2021_00000"
     cam_case(case, path, tmp_path / "out", device="cpu")
     used = json.loads((tmp_path / "out" / "cam.json").read_text())["thresholds"]
-    assert used == {**dict.fromkeys(MAPS[:-1], 0.4), **per_map}
+    assert used == {**dict.fromkeys(CAM_MAPS, 0.4), **per_map}
     for name in ("t1", "flair", "t2"):
         cam = np.asarray(nib.load(tmp_path / "out" / f"cam_{name}.nii.gz").dataobj)
         mask = np.asarray(nib.load(tmp_path / "out" / f"mask_{name}.nii.gz").dataobj)
@@ -84,7 +94,7 @@ def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpo
     case = synthetic_cases / "BraTS2021_00000"
     assert main(_cam_args(case / "BraTS2021_00000_t2.nii.gz", checkpoint, tmp_path)) == 0
     scan = nib.load(case / "BraTS2021_00000_flair.nii.gz")
-    names = ["t1", "t1ce", "t2", "flair", "fused_mean", "fused_max"]
+    names = CAM_MAPS
     for name in names:
         cam, mask = (
             nib.load(tmp_path / f"cam_{name}.nii.gz"),

@@ -99,3 +99,21 @@ def test_geometric_fusion_is_a_soft_and():
     b = np.array([[[1.0, 0.5, 0.9]]], np.float32)
     np.testing.assert_allclose(FUSIONS["geometric"]([a, b]), [[[0.5, 0.5, 0.0]]], rtol=1e-6)
     np.testing.assert_allclose(FUSIONS["mean"]([a, b]), [[[0.625, 0.5, 0.45]]], rtol=1e-6)
+
+
+def test_weighted_fusion_renormalises_over_the_sequences_present():
+    from equicam.core.fusion import FUSION_NAMES, fuse
+
+    a = np.array([[[0.2, 1.0]]], np.float32)
+    b = np.array([[[0.6, 0.0]]], np.float32)
+    c = np.array([[[1.0, 1.0]]], np.float32)
+    weights = {"t1": 0.0, "t2": 0.25, "flair": 0.75}
+    np.testing.assert_allclose(fuse("weighted", {"t2": a, "flair": b}, weights), [[[0.5, 0.25]]])
+    # FLAIR missing: T2 carries all the weight that is left.
+    np.testing.assert_allclose(fuse("weighted", {"t2": a, "t1": c}, weights), a)
+    # No weights, or only zero weights among those present: the plain mean.
+    np.testing.assert_allclose(
+        fuse("weighted", {"t2": a, "flair": b}), fuse("mean", {"x": a, "y": b})
+    )
+    np.testing.assert_allclose(fuse("weighted", {"t1": c, "t2": a}, {"flair": 1.0}), (a + c) / 2)
+    assert FUSION_NAMES[-1] == "weighted" and set(FUSIONS) < set(FUSION_NAMES)

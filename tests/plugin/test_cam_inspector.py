@@ -83,7 +83,7 @@ def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspe
 def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(inspector, qtbot):
     viewer, widget, case = inspector
     widget.run_slice.native.click()
-    cam = viewer.layers["CAM fused mean (tiny)"]
+    cam = viewer.layers["CAM fused weighted (tiny)"]
     scan = viewer.layers["FLAIR"]
     assert cam.data.shape == scan.data.shape
     np.testing.assert_allclose(cam.scale, scan.scale)
@@ -93,7 +93,7 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     assert computed.tolist() == [40]
     for m in ("T1", "T1ce", "T2", "FLAIR"):
         assert f"CAM {m} (tiny)" in viewer.layers and f"mask {m} (tiny)" in viewer.layers
-    mask = viewer.layers["mask fused mean (tiny)"]
+    mask = viewer.layers["mask fused weighted (tiny)"]
     np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
 
     assert set(widget.plot.probabilities) == {"t1", "t1ce", "t2", "flair"}
@@ -106,7 +106,9 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
     assert len(computed) > 20
     widget.threshold.value = 0.3
-    np.testing.assert_array_equal(viewer.layers["mask fused mean (tiny)"].data, cam.data >= 0.3)
+    np.testing.assert_array_equal(
+        viewer.layers["mask fused weighted (tiny)"].data, cam.data >= 0.3
+    )
 
 
 def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
@@ -117,7 +119,7 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
     with torch.no_grad():
         for net in model.nets.values():
             net.head.weight[1] += 0.3
-    own = {"flair": 0.2, "fused_mean": 0.6}
+    own = {"flair": 0.2, "fused_weighted": 0.6}
     checkpoint = save_checkpoint(
         tmp_path / "permap.safetensors", model, {"threshold": 0.5, "thresholds": own}
     )
@@ -136,11 +138,11 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
         return viewer.layers[f"CAM {name} (permap)"].data
 
     assert widget.per_map.value and widget.threshold.value == 0.5
-    for name, threshold in (("FLAIR", 0.2), ("fused mean", 0.6), ("T1", 0.5)):
+    for name, threshold in (("FLAIR", 0.2), ("fused weighted", 0.6), ("T1", 0.5)):
         np.testing.assert_array_equal(mask_of(name), cam_of(name) >= threshold)
     widget.threshold.value = 0.35
     assert not widget.per_map.value
-    for name in ("FLAIR", "fused mean", "T1"):
+    for name in ("FLAIR", "fused weighted", "T1"):
         np.testing.assert_array_equal(mask_of(name), cam_of(name) >= 0.35)
     widget.per_map.value = True
     np.testing.assert_array_equal(mask_of("FLAIR"), cam_of("FLAIR") >= 0.2)
@@ -149,7 +151,7 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
 def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     viewer, widget, _ = inspector
     widget.run_slice.native.click()
-    mask = viewer.layers["mask fused mean (tiny)"]
+    mask = viewer.layers["mask fused weighted (tiny)"]
     viewer.layers.selection.active = mask
     assert "unsaved" not in widget.masks.status.value
     volume = np.count_nonzero(mask.data) * np.prod(mask.scale) / 1000
@@ -167,12 +169,14 @@ def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     qtbot.waitUntil(lambda: f"{volume:.2f} cm³  (unsaved edits)" in widget.masks.status.value)
 
     widget.threshold.value = 0.7  # would rethreshold: the edited mask must survive
-    assert mask.name == "mask fused mean (tiny) edited"
+    assert mask.name == "mask fused weighted (tiny) edited"
     np.testing.assert_array_equal(mask.data, edited)
-    fresh = viewer.layers["mask fused mean (tiny)"]
-    np.testing.assert_array_equal(fresh.data, viewer.layers["CAM fused mean (tiny)"].data >= 0.7)
+    fresh = viewer.layers["mask fused weighted (tiny)"]
+    np.testing.assert_array_equal(
+        fresh.data, viewer.layers["CAM fused weighted (tiny)"].data >= 0.7
+    )
     widget.run_slice.native.click()  # a re-run keeps it too
-    np.testing.assert_array_equal(viewer.layers["mask fused mean (tiny) edited"].data, edited)
+    np.testing.assert_array_equal(viewer.layers["mask fused weighted (tiny) edited"].data, edited)
 
 
 def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, tmp_path):
@@ -242,7 +246,7 @@ def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp
     widget.run_slice.native.click()
     messages = [str(n.message) for n in notification_manager.records]
     assert any("never unpickled" in m and "model.safetensors" in m for m in messages)
-    assert widget.run_slice.enabled and "CAM fused mean (bad)" not in viewer.layers
+    assert widget.run_slice.enabled and "CAM fused weighted (bad)" not in viewer.layers
 
 
 def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
@@ -254,7 +258,7 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
     widget.comparison.compare.native.click()
     rows = widget.comparison.table.value["data"]
     assert len(rows) == 10 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
-    assert "mask fused mean (other, Grad-CAM++)" in [row[0] for row in rows]
+    assert "mask fused weighted (other, Grad-CAM++)" in [row[0] for row in rows]
     table = widget.comparison.table.native
     shown = table.itemDelegate().displayText(rows[0][1], table.locale())
     assert shown == rows[0][1] and len(shown.split(".")[1]) == 3  # as written, not 4 decimals
@@ -272,16 +276,20 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
     widget.comparison.side_by_side.value = "runs of one map"
     assert grid.enabled and grid.stride == 3
     assert cells() == [
-        ["FLAIR (CAM fused mean (tiny))", "CAM fused mean (tiny)", "mask fused mean (tiny)"],
         [
-            "FLAIR (CAM fused mean (other, Grad-CAM++))",
-            "CAM fused mean (other, Grad-CAM++)",
-            "mask fused mean (other, Grad-CAM++)",
+            "FLAIR (CAM fused weighted (tiny))",
+            "CAM fused weighted (tiny)",
+            "mask fused weighted (tiny)",
+        ],
+        [
+            "FLAIR (CAM fused weighted (other, Grad-CAM++))",
+            "CAM fused weighted (other, Grad-CAM++)",
+            "mask fused weighted (other, Grad-CAM++)",
         ],
     ]
-    assert viewer.layers["CAM fused mean (tiny)"].name_overlay.visible
+    assert viewer.layers["CAM fused weighted (tiny)"].name_overlay.visible
     assert widget.pickers["flair"].value == "FLAIR"
-    assert "FLAIR (CAM fused mean (tiny))" not in widget.pickers["flair"].choices
+    assert "FLAIR (CAM fused weighted (tiny))" not in widget.pickers["flair"].choices
 
     viewer.layers.selection.active = viewer.layers["CAM T2 (tiny)"]
     widget.comparison.side_by_side.value = "sequences of one run"
@@ -292,7 +300,7 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
             ("T1ce", "T1ce"),
             ("T2", "T2"),
             ("FLAIR", "FLAIR"),
-            ("FLAIR", "fused mean"),
+            ("FLAIR", "fused weighted"),
         ]
     ]
     widget.comparison.side_by_side.value = "off"
@@ -306,9 +314,9 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
 
     viewer, widget, _ = inspector
     widget.run_slice.native.click()
-    mask = viewer.layers["mask fused mean (tiny)"]
+    mask = viewer.layers["mask fused weighted (tiny)"]
     mask.paint((40, 60, 60), 1)
-    assert widget.masks.unsaved_masks() == ["mask fused mean (tiny)"]
+    assert widget.masks.unsaved_masks() == ["mask fused weighted (tiny)"]
     asked = []
 
     def answer_no(*args):
@@ -318,7 +326,7 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", answer_no)
     event = QCloseEvent()
     QApplication.sendEvent(widget.native.window(), event)
-    assert asked and "mask fused mean (tiny)" in asked[0]
+    assert asked and "mask fused weighted (tiny)" in asked[0]
     assert not event.isAccepted()
     viewer.layers.selection.active = mask
     widget.masks.save_path.value = widget.masks.save_path.value  # default path next to the case

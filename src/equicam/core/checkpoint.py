@@ -8,6 +8,7 @@ the method, loss weights, data and metrics.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -56,7 +57,8 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Path:
         A :class:`~equicam.core.model.MultiModalCAM`.
     meta
         JSON-able metadata; ``format`` and ``model`` are filled in, ``preprocessing``
-        defaults to the one normalisation of :mod:`equicam.core.preprocess`.
+        defaults to the one normalisation of :mod:`equicam.core.preprocess`, and the model's
+        ``fusion_weights``, when it has them, are added.
     """
     from safetensors.torch import save_file
 
@@ -67,6 +69,8 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Path:
         "format": FORMAT,
         "model": model.config.to_dict(),
     }
+    if model.fusion_weights is not None:
+        info["fusion_weights"] = model.fusion_weights
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
@@ -174,4 +178,22 @@ def load_checkpoint(
             "weights do not fit the architecture in its metadata "
             f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected)",
         )
+    model.fusion_weights = _fusion_weights(path, meta, config.modalities)
     return model.to(device).eval(), meta
+
+
+def _fusion_weights(path: Path, meta: dict, modalities: Sequence[str]) -> dict | None:
+    weights = meta.get("fusion_weights")
+    if weights is None:
+        return None
+    valid = isinstance(weights, dict) and all(
+        m in modalities and isinstance(v, int | float) and math.isfinite(v) and v >= 0
+        for m, v in weights.items()
+    )
+    if not valid:
+        raise CheckpointError(
+            path,
+            f"fusion_weights {weights!r} are not non-negative numbers for its modalities "
+            f"({', '.join(modalities)})",
+        )
+    return {m: float(v) for m, v in weights.items()}

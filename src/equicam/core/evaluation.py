@@ -26,7 +26,13 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def case_maps(
-    case, model, *, method: str, device: str, fusions=("mean", "max"), precision: str = "auto"
+    case,
+    model,
+    *,
+    method: str,
+    device: str,
+    fusions=("mean", "max", "weighted"),
+    precision: str = "auto",
 ):
     """Normalise a loaded case and return the generator of its maps (see ``cam_volume``)."""
     from equicam.core.inference import cam_volume
@@ -233,7 +239,7 @@ def evaluate(
     device: str = "auto",
     threshold: float | None = None,
     thresholds: Sequence[float] = SWEEP,
-    fusions: Sequence[str] = ("mean", "max", "geometric"),
+    fusions: Sequence[str] = ("mean", "max", "geometric", "weighted"),
     precision: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict:

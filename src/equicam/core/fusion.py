@@ -1,12 +1,14 @@
 """Fusing per-modality maps into one (the paper has none; ours).
 
 Every function takes maps that are already gated and normalised to [0, 1], all of one shape,
-and returns one map of that shape. Missing modalities are simply not in the list.
+and returns one map of that shape. Missing modalities are simply not in the list. The weighted
+mean uses per-modality weights chosen on validation patients (``training.calibrate``) and kept
+in the checkpoint: a sequence whose maps carry no tumour signal can be weighed down to zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,3 +47,34 @@ FUSIONS: dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]] = {
     "max": fuse_max,
     "geometric": fuse_geometric,
 }
+
+
+def fuse_weighted(
+    maps: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Voxel-wise weighted mean of modality -> map.
+
+    Weights are renormalised over the modalities present; missing weights (or all-zero ones
+    among those present) mean equal weights, i.e. :func:`fuse_mean`.
+    """
+    w = {m: float((weights or {}).get(m, 0.0)) for m in maps}
+    total = sum(w.values())
+    if total <= 0:
+        return fuse_mean(list(maps.values()))
+    out = np.zeros(next(iter(maps.values())).shape, np.float32)
+    for m, volume in maps.items():
+        if w[m]:
+            out += np.float32(w[m] / total) * volume
+    return out
+
+
+FUSION_NAMES = (*FUSIONS, "weighted")
+
+
+def fuse(
+    name: str, maps: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """The fusion ``name`` (one of :data:`FUSION_NAMES`) of modality -> map."""
+    if name == "weighted":
+        return fuse_weighted(maps, weights)
+    return FUSIONS[name](list(maps.values()))

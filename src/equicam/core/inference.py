@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from equicam.core.fusion import FUSIONS
+from equicam.core.fusion import FUSION_NAMES, fuse
 
 METHODS = ("cam", "gradcam", "gradcampp")
 METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
@@ -168,7 +168,8 @@ def cam_volume(
     batch_size
         Slices per forward pass.
     fusions
-        Names from :data:`FUSIONS`.
+        Names from :data:`~equicam.core.fusion.FUSION_NAMES`; ``weighted`` uses the
+        model's ``fusion_weights`` (equal weights when it has none).
     precision
         ``fp32``, ``bf16`` (the networks' bodies under bfloat16 autocast: 2-3x faster on CPUs
         with native bf16, maps within about 1% of fp32) or ``auto`` (see
@@ -186,9 +187,9 @@ def cam_volume(
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    unknown = [f for f in fusions if f not in FUSIONS]
+    unknown = [f for f in fusions if f not in FUSION_NAMES]
     if unknown:
-        raise ValueError(f"unknown fusions {unknown}; use some of {', '.join(FUSIONS)}")
+        raise ValueError(f"unknown fusions {unknown}; use some of {', '.join(FUSION_NAMES)}")
     bf16 = resolve_precision(precision, device) == "bf16"
     names = [m for m in model.modalities if m in images]
     if not names:
@@ -229,7 +230,7 @@ def cam_volume(
             probs[m][batch] = p.cpu().numpy()
             done += 1
             yield Progress(done, total, f"{m}: slices {batch[0]}-{batch[-1]}")
-    fused = {f: FUSIONS[f](list(maps.values())) for f in fusions}
+    fused = {f: fuse(f, maps, model.fusion_weights) for f in fusions}
     computed = np.zeros(shape[0], bool)
     computed[todo] = True
     return CamResult(method, maps, fused, probs, computed)

@@ -166,12 +166,19 @@ class MultiModalCAM(nn.Module):
     ----------
     config
         The architecture; ``config.modalities`` names the networks.
+
+    Attributes
+    ----------
+    fusion_weights
+        Modality -> weight of the ``weighted`` fusion, chosen on validation patients and
+        kept in the checkpoint; ``None`` (equal weights) until calibrated.
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         config = config or ModelConfig()
         self.config = config
+        self.fusion_weights: dict[str, float] | None = None
         self.nets = nn.ModuleDict(
             {
                 m: CAMNet(config.widths, config.n_classes, config.input_norm)

@@ -18,7 +18,7 @@ from napari.utils import notifications, progress
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.evaluation import chosen_thresholds
-from equicam.core.fusion import FUSIONS
+from equicam.core.fusion import FUSION_NAMES
 from equicam.core.inference import METHOD_NAMES, cam_volume, run_to_end
 from equicam.core.preprocess import brain_mask, normalise_volume
 from equicam.plugin.cam_layers import (
@@ -65,7 +65,13 @@ class CamInspector(Container):
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.method = ComboBox(label="map", choices=[(v, k) for k, v in METHOD_NAMES.items()])
-        self.fusion = ComboBox(label="fusion", choices=list(FUSIONS), value="mean")
+        self.fusion = ComboBox(
+            label="fusion",
+            choices=list(FUSION_NAMES),
+            value="weighted",
+            tooltip="weighted: the mean with per-sequence weights chosen on validation patients "
+            "(in the checkpoint); mean, max, geometric: every sequence alike",
+        )
         self.run_slice = PushButton(text="Run current slice")
         self.run_volume = PushButton(text="Run whole volume")
         self.cancel = PushButton(text="Cancel", enabled=False)

@@ -1,0 +1,62 @@
+"""Calibration: thresholds and fusion weights chosen on validation patients."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from equicam.core.checkpoint import load_checkpoint, save_checkpoint
+from equicam.core.model import ModelConfig, MultiModalCAM
+from training.calibrate import calibrate, weight_grid
+from training.data import SliceCache
+
+
+def test_the_weight_grid_sums_to_one_and_holds_the_mean_and_each_sequence():
+    grid = weight_grid(("t1", "t1ce", "t2", "flair"))
+    assert len(grid) == 35
+    assert all(abs(sum(w.values()) - 1) < 1e-12 for w in grid)
+    assert {"t1": 0.25, "t1ce": 0.25, "t2": 0.25, "flair": 0.25} in grid
+    assert {"t1": 0.0, "t1ce": 0.0, "t2": 0.0, "flair": 1.0} in grid
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32)).eval()
+    with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
+        for net in model.nets.values():
+            net.head.weight[1] += 0.3
+    return model
+
+
+def test_weighted_fusion_is_at_least_as_good_as_the_mean_and_every_sequence(
+    tiny_cache, tiny_model
+):
+    chosen = calibrate(tiny_model, SliceCache(tiny_cache, "val", tiny_model.modalities), "cpu")
+    dice = {name: v["dice"] for name, v in chosen["maps"].items()}
+    rivals = [dice["fused_mean"], *(dice[m] for m in tiny_model.modalities)]
+    assert dice["fused_weighted"] >= max(rivals) - 1e-6  # the grid holds each of them
+    assert abs(sum(chosen["fusion_weights"].values()) - 1) < 1e-12
+    assert chosen["maps"]["fused_weighted"]["threshold"] in np.round(np.arange(0.2, 0.81, 0.1), 2)
+
+
+def test_the_command_writes_a_new_calibrated_checkpoint_and_never_its_input(
+    tiny_cache, tiny_model, tmp_path
+):
+    source = save_checkpoint(tmp_path / "model.safetensors", tiny_model, {"threshold": 0.5})
+    before = source.read_bytes()
+    command = [sys.executable, "-m", "training.calibrate", str(source), "--cache", str(tiny_cache)]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "cal.safetensors")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    model, meta = load_checkpoint(tmp_path / "cal.safetensors")
+    assert (
+        model.fusion_weights == meta["fusion_weights"] and "fused_weighted" in meta["thresholds"]
+    )
+    assert meta["calibrated_on"]["val_cases"] == 1
+    refused = subprocess.run([*command, "--out", str(source)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
+    assert source.read_bytes() == before
