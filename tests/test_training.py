@@ -33,7 +33,9 @@ def _overrides(cache, run_dir, *extra):
 
 def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny_cache, tmp_path):
     # No warm-up: ramping the equivariance terms in would raise the total on purpose.
-    overrides = _overrides(tiny_cache, tmp_path, "train.epochs=3", "train.warmup_epochs=0")
+    overrides = _overrides(
+        tiny_cache, tmp_path, "train.epochs=3", "train.warmup_epochs=0", "train.select='accuracy'"
+    )
     config = load_config(CONFIGS / "cpu_full.toml", overrides)
     path = train(config)
     model, meta = load_checkpoint(path, modalities=["flair"])
@@ -85,6 +87,13 @@ def test_resume_continues_after_the_last_epoch(tiny_cache, tmp_path, capsys):
         json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [1, 2]
+    # A fresh run in the same folder starts a new log.
+    train(
+        load_config(
+            CONFIGS / "cpu_baseline.toml", _overrides(tiny_cache, tmp_path, "train.epochs=1")
+        )
+    )
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_two_gloo_processes_end_with_identical_weights(tiny_cache, tmp_path):
@@ -119,7 +128,7 @@ def test_config_overrides_parse_and_bad_keys_are_refused():
     assert parse_override("data.cache=some/path") == {"data": {"cache": "some/path"}}
     config = load_config(CONFIGS / "cpu_baseline.toml", ["loss.er=0.5"])
     assert config["loss"]["er"] == 0.5 and config["loss"]["kl"] == 0.0
-    assert config["model"]["input_size"] == 96
+    assert config["model"]["input_size"] == 64
     with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
         load_config(CONFIGS / "cpu_full.toml", ["train.epoch=3"])
     with pytest.raises(ValueError, match="not key=value"):

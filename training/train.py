@@ -294,6 +294,8 @@ def train(config: dict) -> Path:
         history = json.loads(state["history"])
         if rank == 0:
             print(f"resumed after epoch {start}")
+    elif rank == 0:  # a fresh run replaces an earlier run's log instead of appending to it
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
     for epoch in range(start, int(cfg["epochs"])):
