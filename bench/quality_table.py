@@ -30,6 +30,7 @@ import numpy as np
 
 from bench.synth_quality import EDGES, dice_curves
 from equicam.core.brats import LAYER_NAMES, MODALITIES, find_cases, load_case
+from equicam.core.checkpoint import read_metadata, resolve_checkpoint
 from equicam.core.evaluation import evaluate, summarise
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
@@ -96,7 +97,7 @@ def table(rows: list[tuple[str, list[str], list[str]]], n_cases: int, n_free: in
 
 
 def figure(test_dir: Path, checkpoints: dict, path: Path, n_slices: int = 4) -> None:
-    """FLAIR with the tumour outline, then the fused-mean CAM of each model, on a few slices."""
+    """FLAIR with the tumour outline, then each model's weighted-fusion CAM, on a few slices."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +122,7 @@ def figure(test_dir: Path, checkpoints: dict, path: Path, n_slices: int = 4) -> 
         panels = [("FLAIR, tumour outline", None)]
         for name, model in models.items():
             maps = run_to_end(case_maps(case, model, method="cam", device="cpu"))
-            panels.append((f"{name}: fused mean CAM", maps.fused["mean"][z]))
+            panels.append((f"{name}: fused weighted CAM", maps.fused["weighted"][z]))
         for c, (title, cam) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(flair, cmap="gray", vmin=0, vmax=vmax)
@@ -170,7 +171,10 @@ def main() -> None:
             log=lambda _: None,
         )
         n_cases = len(results["cases"])
-        rows.append(_row(f"{name}, {METHOD_LABELS[method]}", results, tumour_free))
+        meta = read_metadata(resolve_checkpoint(checkpoints[name]))
+        setting = f"{meta['model']['input_size']} px, {meta.get('epochs', '?')} epochs"
+        label = f"{name}, {METHOD_LABELS[method]} ({setting})"
+        rows.append(_row(label, results, tumour_free))
         print(f"{name} {method}: {time.perf_counter() - start:.0f} s, " + rows[-1][1][-3])
 
     val_ids = set((args.cache / "splits" / "val.txt").read_text().split())
