@@ -48,7 +48,6 @@ def calibrate(model, data: SliceCache, device: str) -> dict:
         ``{"maps": {name: {"threshold", "dice"}}, "fusion_weights": {modality: weight}}``;
         fused maps are named ``fused_<fusion>``.
     """
-    scores: dict[str, dict[float, list]] = {}
     per_case = []
     for case_id in data.case_ids:
         images, masks = data.case_slices(case_id)
@@ -56,31 +55,31 @@ def calibrate(model, data: SliceCache, device: str) -> dict:
             continue
         volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
         result = run_to_end(cam_volume(model, volume, device=device, fusions=tuple(FUSIONS)))
-        truth = masks > 0
-        per_case.append((result.maps, truth))
-        for name, maps in result.all_maps().items():
-            for t in SWEEP:
-                scores.setdefault(name, {}).setdefault(t, []).append(dice(maps >= t, truth))
-    best = {}
-    for name, by_t in scores.items():
-        t, values = max(by_t.items(), key=lambda kv: np.mean(kv[1]))
-        best[name] = {"threshold": t, "dice": float(np.mean(values))}
+        per_case.append((result, masks > 0))
     if not per_case:
-        return {"maps": best, "fusion_weights": None}
-    candidates = []
-    for weights in weight_grid(model.modalities):
-        fused = [(fuse_weighted(maps, weights), truth) for maps, truth in per_case]
-        for t in SWEEP:
-            score = float(np.mean([dice(f >= t, truth) for f, truth in fused]))
-            candidates.append((score, t, weights))
-    score, t, weights = max(candidates, key=lambda c: c[0])
-    best["fused_weighted"] = {"threshold": t, "dice": score}
+        return {"maps": {}, "fusion_weights": None}
+    best = {
+        name: _best_threshold([(r.all_maps()[name], truth) for r, truth in per_case])
+        for name in per_case[0][0].all_maps()
+    }
+    candidates = [
+        (_best_threshold([(fuse_weighted(r.maps, w), truth) for r, truth in per_case]), w)
+        for w in weight_grid(model.modalities)
+    ]
+    best["fused_weighted"], weights = max(candidates, key=lambda c: c[0]["dice"])
     return {"maps": best, "fusion_weights": weights}
+
+
+def _best_threshold(cases: list) -> dict:
+    """The threshold of :data:`SWEEP` with the best mean Dice over ``(map, truth)`` pairs."""
+    scores = {t: float(np.mean([dice(m >= t, truth) for m, truth in cases])) for t in SWEEP}
+    t = max(scores, key=scores.get)
+    return {"threshold": t, "dice": scores[t]}
 
 
 def main(argv=None) -> None:
     """Command line: ``CHECKPOINT --cache DIR --out FILE [--device D]``."""
-    from equicam.core.checkpoint import load_checkpoint, save_checkpoint
+    from equicam.core.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
     from equicam.core.device import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,8 +90,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
-    source = Path(args.checkpoint)
-    if args.out.exists() and source.exists() and args.out.resolve() == source.resolve():
+    if args.out.exists() and args.out.resolve() == resolve_checkpoint(args.checkpoint).resolve():
         parser.error(f"{args.out}: refusing to overwrite the checkpoint being calibrated")
     data = SliceCache(args.cache, "val", model.modalities)
     chosen = calibrate(model, data, device)
