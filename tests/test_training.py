@@ -96,6 +96,26 @@ def test_resume_continues_after_the_last_epoch(tiny_cache, tmp_path, capsys):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_resume_refuses_a_state_it_cannot_continue(tiny_cache, tmp_path):
+    def run(*extra: str) -> None:
+        train(
+            load_config(
+                CONFIGS / "cpu_baseline.toml",
+                _overrides(tiny_cache, tmp_path, "train.epochs=2", "train.resume=true", *extra),
+            )
+        )
+
+    run("train.epochs=1")
+    state_path = tmp_path / "last_state.pt"
+    with pytest.raises(ValueError, match=r"last_state\.pt: cannot resume.*model config"):
+        run("model.widths=[8,16,32,32]")
+    state = torch.load(state_path, weights_only=True)
+    del state["model_config"]
+    torch.save(state, state_path)
+    with pytest.raises(ValueError, match=r"last_state\.pt: cannot resume.*older version"):
+        run()
+
+
 def test_two_gloo_processes_end_with_identical_weights(tiny_cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
     command = two_process_torchrun(
