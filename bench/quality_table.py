@@ -172,7 +172,11 @@ def main() -> None:
         )
         n_cases = len(results["cases"])
         meta = read_metadata(resolve_checkpoint(checkpoints[name]))
-        setting = f"{meta['model']['input_size']} px, {meta.get('epochs', '?')} epochs"
+        model = meta["model"]
+        setting = (
+            f"{model['input_size']} px, widths {model['widths'][0]}-{model['widths'][-1]}, "
+            f"{meta.get('epochs', '?')} epochs"
+        )
         label = f"{name}, {METHOD_LABELS[method]} ({setting})"
         rows.append(_row(label, results, tumour_free))
         print(f"{name} {method}: {time.perf_counter() - start:.0f} s, " + rows[-1][1][-3])

@@ -149,8 +149,8 @@ def test_config_overrides_parse_and_bad_keys_are_refused():
     config = load_config(CONFIGS / "cpu_baseline.toml", ["loss.er=0.5"])
     assert config["loss"]["er"] == 0.5 and config["loss"]["kl"] == 0.0
     # The baseline's own tables override its base; the full method keeps the base's values.
-    assert config["model"]["input_size"] == 96 and config["model"]["widths"] == [16, 32, 64, 64]
-    assert load_config(CONFIGS / "cpu_full.toml")["model"]["input_size"] == 64
+    assert config["model"]["widths"] == [32, 64, 128, 128] and config["train"]["epochs"] == 3
+    assert load_config(CONFIGS / "cpu_full.toml")["model"]["widths"] == [16, 32, 64, 64]
     with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
         load_config(CONFIGS / "cpu_full.toml", ["train.epoch=3"])
     with pytest.raises(ValueError, match="not key=value"):
