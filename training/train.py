@@ -241,10 +241,19 @@ def _plot(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-_STATE_KEYS = ("epoch", "model", "optimizers", "best", "best_score", "best_epoch", "history")
+_STATE_KEYS = (
+    "epoch",
+    "model",
+    "optimizers",
+    "best",
+    "best_score",
+    "best_epoch",
+    "history",
+    "model_config",
+)
 
 
-def _load_state(path: Path, model_config: dict, device: str) -> dict:
+def _load_state(path: Path, model_config: ModelConfig, device: str) -> dict:
     """Read ``last_state.pt`` for a resume, refusing one that cannot continue this run.
 
     Raises
@@ -254,14 +263,14 @@ def _load_state(path: Path, model_config: dict, device: str) -> dict:
         networks (modalities, widths, input size or normalisation) than ``model_config``.
     """
     state = torch.load(path, map_location=device, weights_only=True)
-    missing = [key for key in (*_STATE_KEYS, "model_config") if key not in state]
+    missing = [key for key in _STATE_KEYS if key not in state]
     if missing:
         raise ValueError(
             f"{path}: cannot resume, the file was written by an older version of the training "
             f"module (no {', '.join(missing)}); start afresh with train.resume=false"
         )
-    saved = json.loads(state["model_config"])
-    if saved != json.loads(json.dumps(model_config, sort_keys=True)):
+    saved = ModelConfig.from_dict(json.loads(state["model_config"]))
+    if saved != model_config:
         raise ValueError(
             f"{path}: cannot resume, it holds networks for model config {saved}, "
             f"not {model_config}; start afresh with train.resume=false or another train.run_dir"
@@ -313,7 +322,7 @@ def train(config: dict) -> Path:
     best_score, best_epoch = dict.fromkeys(model.modalities, -1.0), {}
     state_path = run_dir / "last_state.pt"
     if cfg["resume"] and state_path.is_file():
-        state = _load_state(state_path, config["model"], device)
+        state = _load_state(state_path, model_cfg, device)
         model.load_state_dict(state["model"])
         for m, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][m])
@@ -414,7 +423,7 @@ def train(config: dict) -> Path:
                     "best_score": best_score,
                     "best_epoch": best_epoch,
                     "history": json.dumps(history),
-                    "model_config": json.dumps(config["model"], sort_keys=True),
+                    "model_config": json.dumps(model_cfg.to_dict()),
                 },
                 state_path,
             )
