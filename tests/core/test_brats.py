@@ -19,6 +19,7 @@ from equicam.core.brats import (
     load_case,
     save_volume,
 )
+from equicam.core.errors import EquicamError
 from tests.conftest import BRATS_LPS, SUFFIXES, modality_volume, raw_labels, write_case
 
 LAYOUTS = ["brats2021", "brats2023", "decathlon"]
@@ -48,7 +49,7 @@ def _rewrite(root, key, array, affine=BRATS_LPS):
 
 
 def _error(call, *args):
-    with pytest.raises(CaseError) as error:
+    with pytest.raises(EquicamError) as error:
         call(*args)
     return str(error.value)
 
@@ -477,7 +478,7 @@ def test_saving_never_overwrites_an_input(tmp_path, loaded):
     link.symlink_to(_case_file(loaded.files.folder, "flair"))
     for target in [*inputs, link]:
         before, listing = target.read_bytes(), _listing(tmp_path)
-        with pytest.raises(CaseError, match="refusing to overwrite an input scan") as error:
+        with pytest.raises(EquicamError, match="refusing to") as error:
             save_volume(loaded.seg, loaded.geometry, target, protect=loaded.files.inputs)
         assert str(target) in str(error.value)
         assert target.read_bytes() == before and _listing(tmp_path) == listing
@@ -527,15 +528,17 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (2048, limits[1]))
     try:
-        with pytest.raises(CaseError, match="cannot write") as error:
-            save_volume(loaded.images["t1"], loaded.geometry, target, dtype="float32")
+        with pytest.raises(EquicamError, match="cannot write") as error:
+            save_volume(
+                loaded.images["t1"], loaded.geometry, target, dtype="float32", replace=True
+            )
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     assert str(target) in str(error.value)
     assert _listing(out) == ["map.nii"] and target.read_bytes() == before
 
 
-def test_saving_is_atomic_and_replaces_an_earlier_result(tmp_path, loaded):
+def test_saving_is_atomic_and_replaces_an_earlier_result_only_when_asked(tmp_path, loaded):
     out = tmp_path / "out"
     out.mkdir()
     first = save_volume(loaded.seg, loaded.geometry, out / "mask.nii.gz")
@@ -545,7 +548,9 @@ def test_saving_is_atomic_and_replaces_an_earlier_result(tmp_path, loaded):
 
     edited = loaded.seg.copy()
     edited[0, 0, 0] = 2
-    second = save_volume(edited, loaded.geometry, first, protect=loaded.files.inputs)
+    with pytest.raises(EquicamError, match="already exists; nothing was replaced"):
+        save_volume(edited, loaded.geometry, first)
+    second = save_volume(edited, loaded.geometry, first, protect=loaded.files.inputs, replace=True)
     assert second == first and _listing(out) == ["mask.nii.gz"]
     np.testing.assert_array_equal(np.asarray(nib.load(second).dataobj), _lps_to_display(edited))
 

@@ -23,9 +23,11 @@ header are kept in :class:`Geometry` so that masks are written back in the scan'
 
 from __future__ import annotations
 
+import gzip
+import io
+import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +37,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from equicam.core.atomic import publish
+from equicam.core.atomic import write_file
+from equicam.core.errors import EquicamError
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 LAYER_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
@@ -57,13 +60,8 @@ _NIFTI = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
 _AFFINE_TOL_MM = 1e-3
 
 
-class CaseError(ValueError):
+class CaseError(EquicamError):
     """A case or file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 class CaseWarning(UserWarning):
@@ -242,8 +240,12 @@ def _cases_in_folder(folder: Path) -> dict[str, dict[str, list[Path]]]:
     groups: dict[str, dict[str, list[Path]]] = {}
     for path in sorted(folder.iterdir()):
         parts = _split_nifti(path)
-        if not parts or not path.is_file() or path.name.startswith("."):
+        if not parts or path.name.startswith("."):
             continue
+        if not path.is_file():
+            if path.is_dir():
+                continue
+            raise CaseError(path, "not a readable file (a broken or looping link, a pipe?)")
         found = _match_suffix(parts[0])
         if found is None:
             continue
@@ -286,7 +288,10 @@ def find_case(path: str | os.PathLike) -> CaseFiles:
     """
     path = Path(path)
     if not path.exists():
-        raise CaseError(path, "no such file or folder")
+        reason = "a broken symbolic link" if path.is_symlink() else "no such file or folder"
+        raise CaseError(path, reason)
+    if not path.is_file() and not path.is_dir():
+        raise CaseError(path, "not a regular file or folder (a pipe or a device?)")
     if path.is_file():
         parts = _split_nifti(path)
         if parts is None:
@@ -346,17 +351,109 @@ def find_cases(data_dir: str | os.PathLike) -> list[CaseFiles]:
     return [cases[k] for k in sorted(cases)]
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+def read_limits() -> dict[str, int]:
+    """Bounds checked on a NIfTI header before any of its data is read.
+
+    ``EQUICAM_MAX_AXIS`` (default 2048 voxels along any axis) and ``EQUICAM_MAX_VOXELS``
+    (default 2**26, about 67 million voxels: seven BraTS volumes) override them. A file past
+    them is refused before memory is allocated for it.
+    """
+    return {
+        "axis": int(os.environ.get("EQUICAM_MAX_AXIS", 2048)),
+        "voxels": int(os.environ.get("EQUICAM_MAX_VOXELS", 2**26)),
+    }
+
+
+def _open_stream(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _read_header(path: Path, head: bytes) -> nib.Nifti1Header:
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
+    header = None if klass is None else klass.from_fileobj(io.BytesIO(head), check=False)
+    if header is None or header["magic"].item() not in (b"n+1", b"n+2"):
+        raise CaseError(
+            path,
+            "cannot read NIfTI, the file is truncated or corrupt (its header is not a "
+            "single-file NIfTI-1 or NIfTI-2 header)",
+        )
     try:
-        image = nib.load(path)
-        data = np.asanyarray(image.dataobj)
-    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds for bad files
+        header.get_data_dtype()
+    except Exception:  # noqa: BLE001 - nibabel's unknown-code error
+        raise CaseError(
+            path, f"cannot read NIfTI: unknown data type code {int(header['datatype'])}"
+        ) from None
+    return header
+
+
+def _check_header(path: Path, header: nib.Nifti1Header) -> int:
+    """Refuse a header whose data would be unusable or too large; returns the bytes to read."""
+    limits = read_limits()
+    shape = header.get_data_shape()
+    if not shape or any(int(d) < 1 for d in shape):
+        raise CaseError(path, f"the header gives an empty shape {shape}")
+    if max(shape) > limits["axis"] or math.prod(shape) > limits["voxels"]:
+        raise CaseError(
+            path,
+            f"the header claims shape {shape}, beyond the limits ({limits['axis']} voxels a "
+            f"side, {limits['voxels']} in all; raise EQUICAM_MAX_AXIS / EQUICAM_MAX_VOXELS "
+            "if this is a real scan)",
+        )
+    dtype = header.get_data_dtype()
+    if dtype.kind == "c":
+        raise CaseError(path, f"complex data ({dtype}) is not a magnitude image")
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise CaseError(path, f"RGB or other non-scalar data ({dtype}) is not an MRI scan")
+    offset = int(header["vox_offset"])
+    if not header.sizeof_hdr <= offset <= 2**24:
+        raise CaseError(path, f"the header's data offset {offset} is not plausible")
+    return offset + math.prod(shape) * dtype.itemsize
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a NIfTI file, checking its header against :func:`read_limits` first.
+
+    Only the bytes the header promises are decompressed, so a file cannot make the reader
+    allocate more than the limits allow.
+    """
+    if not path.is_file():
+        raise CaseError(path, "not a regular file (a folder, pipe, device or broken link)")
+    try:
+        with _open_stream(path) as stream:
+            head = stream.read(540)
+            header = _read_header(path, head)
+            expected = _check_header(path, header)
+            raw = (head + stream.read(max(0, expected - len(head))))[:expected]
+        if len(raw) < expected:
+            raise CaseError(
+                path,
+                "cannot read NIfTI, the file is truncated or corrupt (the header promises "
+                f"{expected} bytes, the file holds {len(raw)})",
+            )
+        image = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        image = image.from_bytes(raw)
+        with np.errstate(all="ignore"):
+            data = np.asanyarray(image.dataobj)
+    except CaseError:
+        raise
+    except Exception as error:  # noqa: BLE001 - gzip, zlib and nibabel raise many kinds
         raise CaseError(
             path, f"cannot read NIfTI, the file is truncated or corrupt ({error})"
         ) from None
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise CaseError(path, f"not a NIfTI image ({type(image).__name__})")
     return data, image
+
+
+def _as_float32(path: Path, data: np.ndarray, what: str) -> np.ndarray:
+    """``data`` (after the header's scaling) as float32, refusing values that do not fit."""
+    with np.errstate(all="ignore"):
+        volume = np.asarray(data, dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(volume)))
+    if bad:
+        raise CaseError(
+            path, f"{what} holds {bad} NaN or infinite voxels (after the header's scaling)"
+        )
+    return volume
 
 
 def _check_volume(path: Path, data: np.ndarray, what: str) -> None:
@@ -364,10 +461,6 @@ def _check_volume(path: Path, data: np.ndarray, what: str) -> None:
         raise CaseError(
             path, f"{what} must be a 3-D volume, found {data.ndim}-D shape {data.shape}"
         )
-    if np.issubdtype(data.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        if bad:
-            raise CaseError(path, f"{what} holds {bad} NaN or infinite voxels")
     if what != "segmentation" and not np.any(data):
         raise CaseError(path, f"{what} is empty (every voxel is 0)")
     if what != "segmentation" and np.ptp(data) == 0:
@@ -469,7 +562,7 @@ def load_case(
             )
         reference = _geometry(path, image, data.shape)
         for m in present:
-            volume = data[..., _DECATHLON_CHANNELS.index(m)]
+            volume = _as_float32(path, data[..., _DECATHLON_CHANNELS.index(m)], f"channel {m}")
             _check_volume(path, volume, f"channel {m}")
             raw[m] = volume
     else:
@@ -478,6 +571,7 @@ def load_case(
             data, image = _read_nifti(path)
             if data.ndim == 4 and data.shape[3] == 1:
                 data = data[..., 0]
+            data = _as_float32(path, data, m)
             _check_volume(path, data, m)
             geometry = _geometry(path, image, data.shape)
             if reference is None:
@@ -498,6 +592,8 @@ def load_case(
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
         _check_volume(files.seg, data, "segmentation")
+        if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+            raise CaseError(files.seg, "segmentation holds NaN or infinite voxels")
         _same_geometry(files.seg, _geometry(files.seg, image, data.shape), reference)
         seg = np.ascontiguousarray(
             reference.to_display(_normalise_labels(files.seg, data, files.layout))
@@ -517,8 +613,9 @@ def save_volume(
     *,
     dtype: str = "uint8",
     protect: Iterable[str | os.PathLike] = (),
+    replace: bool = False,
 ) -> Path:
-    """Write a display-ordered array as NIfTI in the source scan's geometry, atomically.
+    """Write a display-ordered array as NIfTI in the source scan's geometry, safely.
 
     Parameters
     ----------
@@ -532,6 +629,9 @@ def save_volume(
         Stored data type: ``uint8`` for masks, ``float32`` for maps.
     protect
         Files that must never be overwritten (the case's input scans).
+    replace
+        Replace an existing file of that name; by default an existing file is kept and the
+        save refused. Files named like a BraTS scan or segmentation are never written.
 
     Returns
     -------
@@ -541,14 +641,15 @@ def save_volume(
     Raises
     ------
     CaseError
-        When the target is a protected input, not a NIfTI name, the shape does not match the
-        geometry, or the folder cannot be written. Nothing is left half-written.
+        When the name is not a NIfTI name or the shape does not match the geometry.
+    equicam.core.atomic.SaveError
+        When the target is refused (a scan's name, an existing file) or the write fails.
+        Nothing is left half-written (see :mod:`equicam.core.atomic`).
     """
     path = Path(path)
-    if _split_nifti(path) is None:
+    parts = _split_nifti(path)
+    if parts is None:
         raise CaseError(path, "output name must end in .nii or .nii.gz")
-    if path.resolve() in {Path(p).resolve() for p in protect}:
-        raise CaseError(path, "refusing to overwrite an input scan; choose another file name")
     if tuple(array.shape) != geometry.display_shape:
         raise CaseError(
             path, f"array shape {array.shape} does not match the scan {geometry.display_shape}"
@@ -558,25 +659,12 @@ def save_volume(
     header.set_slope_inter(1.0, 0.0)
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(geometry.to_file(np.asarray(array).astype(dtype)), geometry.affine, header)
-    folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        raise CaseError(folder, "output folder is a file, not a folder")
-    if not folder.is_dir():
-        raise CaseError(folder, "output folder does not exist")
-    try:
-        handle, tmp_name = tempfile.mkstemp(
-            dir=folder, prefix=f".{path.name}.", suffix=_split_nifti(path)[1]
-        )
-        os.close(handle)
-    except OSError as error:
-        raise CaseError(folder, f"cannot write in this folder ({error.strerror})") from None
-    try:
-        nib.save(image, tmp_name)
-        publish(tmp_name, path)
-    except OSError as error:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise CaseError(path, f"cannot write ({error.strerror})") from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+
+    def serialise(handle) -> None:
+        if parts[1] == ".nii.gz":
+            with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=1, mtime=0) as packed:
+                packed.write(image.to_bytes())
+        else:
+            handle.write(image.to_bytes())
+
+    return write_file(path, serialise, replace=replace, protect=protect)

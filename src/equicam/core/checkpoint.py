@@ -10,23 +10,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from equicam.core.atomic import publish
+from equicam.core.atomic import write_file
+from equicam.core.errors import EquicamError
 from equicam.core.preprocess import NORMALISATION
 
 FORMAT = 1
+# Bounds of the metadata schema (see :func:`validate_metadata`): a checkpoint is refused
+# before any network is built when its settings would need more than this.
+MAX_METADATA_BYTES = 1_000_000
+MAX_PARAMETERS = 200_000_000
+MAX_INPUT_SIZE = 1024
+MAX_WIDTH = 2048
+_KNOWN_MODALITIES = ("t1", "t1ce", "t2", "flair")
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 BUNDLED = ("equivariant", "baseline")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "checkpoints"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EquicamError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
 
 
 def resolve_checkpoint(spec: str | os.PathLike) -> Path:
@@ -41,8 +46,10 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
             )
         return path
     path = Path(spec)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(path, "no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(path, "not a regular file (a folder, pipe or device)")
     return path
 
 
@@ -60,7 +67,7 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Path:
         defaults to the one normalisation of :mod:`equicam.core.preprocess`, and the model's
         ``fusion_weights``, when it has them, are added.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     info = {
@@ -72,14 +79,8 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Path:
     if model.fusion_weights is not None:
         info["fusion_weights"] = model.fusion_weights
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, tmp, metadata={"equicam": json.dumps(info)})
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    payload = save(tensors, metadata={"equicam": json.dumps(info)})
+    return write_file(path, payload, replace=True)
     return path
 
 
@@ -99,14 +100,96 @@ def read_metadata(path: str | os.PathLike) -> dict:
         ) from None
     if raw is None:
         raise CheckpointError(path, "safetensors file without equicam metadata")
+    if len(raw) > MAX_METADATA_BYTES:
+        raise CheckpointError(path, f"equicam metadata is {len(raw)} bytes, too large")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(path, f"equicam metadata is not valid JSON ({error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(path, f"unsupported checkpoint format {found!r}")
+    validate_metadata(path, meta)
     return meta
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_fraction(value) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value < 1
+    )
+
+
+def _estimated_parameters(model: dict) -> int:
+    """An upper estimate of the networks' parameter count from their widths."""
+    widths = [1, *model.get("widths", (64, 128, 256, 256))]
+    per_net = sum(9 * (a * b + b * b) for a, b in zip(widths, widths[1:], strict=False))
+    return 2 * per_net * len(model.get("modalities", _KNOWN_MODALITIES))
+
+
+def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
+    """Check a checkpoint's metadata against the schema before anything is built from it.
+
+    Types and ranges: ``model.modalities`` distinct known modality names, ``model.widths``
+    1 to 8 integers in 1..MAX_WIDTH, ``model.input_size`` in 16..MAX_INPUT_SIZE,
+    ``model.n_classes`` 2, ``threshold`` and each of ``thresholds`` in (0, 1),
+    ``preprocessing`` a string; and the networks it describes hold at most
+    ``MAX_PARAMETERS`` parameters.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file, the field and what is wrong with it.
+    """
+    model = meta["model"]
+
+    def bad(field: str, what: str) -> CheckpointError:
+        return CheckpointError(path, f"metadata {field} {what}")
+
+    if not isinstance(model, dict):
+        raise bad("model", f"must be an object, found {type(model).__name__}")
+    modalities = model.get("modalities", _KNOWN_MODALITIES)
+    if (
+        not isinstance(modalities, list | tuple)
+        or not modalities
+        or not all(isinstance(m, str) and m in _KNOWN_MODALITIES for m in modalities)
+        or len(set(modalities)) != len(modalities)
+    ):
+        raise bad("model.modalities", f"must be distinct names of {_KNOWN_MODALITIES}")
+    widths = model.get("widths", [64])
+    if (
+        not isinstance(widths, list | tuple)
+        or not 1 <= len(widths) <= 8
+        or not all(_is_int(w, 1, MAX_WIDTH) for w in widths)
+    ):
+        raise bad(
+            "model.widths", f"must be 1 to 8 integers in 1..{MAX_WIDTH}, found {widths!r:.80}"
+        )
+    if not _is_int(model.get("input_size", 240), 16, MAX_INPUT_SIZE):
+        raise bad("model.input_size", f"must be an integer in 16..{MAX_INPUT_SIZE}")
+    if model.get("n_classes", 2) != 2 or isinstance(model.get("n_classes", 2), bool):
+        raise bad("model.n_classes", "must be 2 (healthy, tumour)")
+    if not isinstance(model.get("input_norm", "case"), str):
+        raise bad("model.input_norm", "must be a string")
+    if _estimated_parameters(model) > MAX_PARAMETERS:
+        raise bad("model.widths", f"describe networks beyond {MAX_PARAMETERS} parameters")
+    if "threshold" in meta and not _is_fraction(meta["threshold"]):
+        raise bad(
+            "threshold", f"must be a number between 0 and 1, found {meta['threshold']!r:.40}"
+        )
+    thresholds = meta.get("thresholds", {})
+    if not isinstance(thresholds, dict) or not all(
+        isinstance(k, str) and _is_fraction(v) for k, v in thresholds.items()
+    ):
+        raise bad("thresholds", "must map map names to numbers between 0 and 1")
+    if not isinstance(meta.get("preprocessing", NORMALISATION), str):
+        raise bad("preprocessing", "must be a string")
 
 
 def load_checkpoint(
@@ -164,9 +247,13 @@ def load_checkpoint(
         state = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - header was fine, the data is not
         raise CheckpointError(path, f"weights cannot be read ({error})") from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
-    if bad:
-        raise CheckpointError(path, f"non-finite weights (NaN or Inf) in {bad[0]}")
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):  # batch-norm's step counter is an integer
+            continue
+        if not value.is_floating_point():
+            raise CheckpointError(path, f"weight {key} is {value.dtype}, not floating point")
+        if not value.isfinite().all():
+            raise CheckpointError(path, f"non-finite weights (NaN or Inf) in {key}")
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # tensor shapes that differ from the architecture
