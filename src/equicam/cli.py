@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
+DEBUG_HELP = "show the full traceback of an error (default: one line naming the file)"
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -32,7 +33,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _cam(args: argparse.Namespace) -> None:
-    from equicam.core.evaluation import cam_case
+    from equicam.core.cam_output import cam_case
 
     written = cam_case(
         args.case,
@@ -79,9 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="equicam",
         description="Cross-modality equivariant class activation maps for brain-tumour MRI.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    # the same flag after the subcommand; SUPPRESS keeps a top-level --debug from being reset
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("synth", help="write synthetic BraTS-like cases (BraTS 2021 layout)")
+    p = sub.add_parser(
+        "synth", parents=[debug], help="write synthetic BraTS-like cases (BraTS 2021 layout)"
+    )
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -93,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("prepare", help="build the 2-D slice cache and patient splits for training")
+    p = sub.add_parser(
+        "prepare",
+        parents=[debug],
+        help="build the 2-D slice cache and patient splits for training",
+    )
     p.add_argument("data_dir", metavar="DATA_DIR")
     p.add_argument("--out", required=True, metavar="CACHE", help="new folder for the cache")
     p.add_argument("--size", type=int, default=240, help="side of cached slices (default 240)")
@@ -105,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cam", "write CAMs, fused CAMs and pseudo-masks of one case as NIfTI", "case"),
         ("evaluate", "Dice/ASSD of every case with a segmentation under DATA_DIR", "data_dir"),
     ):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, parents=[debug], help=helptext)
         p.add_argument(
             positional,
             metavar=positional.upper(),
@@ -114,7 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
             else "folder of BraTS cases (any layout)",
         )
         p.add_argument("--checkpoint", default="equivariant", help=checkpoint_help)
-        p.add_argument("--out", required=True, metavar="OUT_DIR")
+        p.add_argument(
+            "--out",
+            required=True,
+            metavar="OUT_DIR",
+            help="output folder; cam writes a new OUT_DIR/<case id> folder per run "
+            "(OUT_DIR/<case id>_2 when one exists)"
+            if name == "cam"
+            else "output folder",
+        )
         p.add_argument("--method", choices=METHODS, default="cam")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
         p.add_argument(
@@ -129,21 +148,52 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 
-    p = sub.add_parser("view", help="open napari with a case (default: the sample case)")
+    p = sub.add_parser(
+        "view", parents=[debug], help="open napari with a case (default: the sample case)"
+    )
     p.add_argument("case", nargs="?", default=None, metavar="CASE")
     p.set_defaults(func=_view)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    from equicam.core.brats import CaseError
+def describe(error: BaseException) -> str:
+    """One line for the user: the file and the problem, whatever raised it."""
+    from equicam.core.errors import EquicamError
 
+    if isinstance(error, EquicamError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, MemoryError):
+        return "out of memory; the input is larger than this machine can hold"
+    return f"{error} ({type(error).__name__})"
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"equicam: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Any error becomes one line on stderr naming the file and the problem, with exit status
+    2 (``--debug`` shows the traceback instead); Ctrl-C exits with 130.
+    """
+    import warnings
+
+    args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (CaseError, ValueError, FileNotFoundError, PermissionError) as error:
-        print(f"equicam {args.command}: error: {error}", file=sys.stderr)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.formatwarning = _format_warning
+            args.func(args)
+    except KeyboardInterrupt:
+        print(f"equicam {args.command}: cancelled", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place every error is told to the user
+        if args.debug:
+            raise
+        print(f"equicam {args.command}: error: {describe(error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -13,7 +13,9 @@ import torch
 from equicam.cli import main
 from equicam.core.brats import CaseError, load_case
 from equicam.core.checkpoint import save_checkpoint
-from equicam.core.evaluation import cam_case, evaluate
+from equicam.core.cam_output import cam_case
+from equicam.core.errors import EquicamError
+from equicam.core.evaluation import evaluate
 from equicam.core.metrics import assd, dice
 from equicam.core.model import ModelConfig, MultiModalCAM
 from tests.conftest import two_process_torchrun
@@ -55,11 +57,17 @@ def test_per_map_thresholds_of_the_checkpoint_are_used(synthetic_cases, tmp_path
     )
     case = synthetic_cases / "BraTS2021_00000"
     cam_case(case, path, tmp_path / "out", device="cpu")
-    used = json.loads((tmp_path / "out" / "cam.json").read_text())["thresholds"]
+    used = json.loads((tmp_path / "out" / "BraTS2021_00000" / "cam.json").read_text())[
+        "thresholds"
+    ]
     assert used == {**dict.fromkeys(CAM_MAPS, 0.4), **per_map}
     for name in ("t1", "flair", "t2"):
-        cam = np.asarray(nib.load(tmp_path / "out" / f"cam_{name}.nii.gz").dataobj)
-        mask = np.asarray(nib.load(tmp_path / "out" / f"mask_{name}.nii.gz").dataobj)
+        cam = np.asarray(
+            nib.load(tmp_path / "out" / "BraTS2021_00000" / f"cam-{name}.nii.gz").dataobj
+        )
+        mask = np.asarray(
+            nib.load(tmp_path / "out" / "BraTS2021_00000" / f"mask-{name}.nii.gz").dataobj
+        )
         np.testing.assert_array_equal(mask, cam >= used[name])
     data = tmp_path / "data"
     data.mkdir()
@@ -73,7 +81,9 @@ def test_per_map_thresholds_of_the_checkpoint_are_used(synthetic_cases, tmp_path
     }
     assert {v["threshold"] for v in results["sweep"]["0.5"].values()} == {0.5}
     cam_case(case, path, tmp_path / "fixed", device="cpu", threshold=0.6)
-    fixed = json.loads((tmp_path / "fixed" / "cam.json").read_text())["thresholds"]
+    fixed = json.loads((tmp_path / "fixed" / "BraTS2021_00000" / "cam.json").read_text())[
+        "thresholds"
+    ]
     assert set(fixed.values()) == {0.6}
 
 
@@ -97,8 +107,8 @@ def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpo
     names = CAM_MAPS
     for name in names:
         cam, mask = (
-            nib.load(tmp_path / f"cam_{name}.nii.gz"),
-            nib.load(tmp_path / f"mask_{name}.nii.gz"),
+            nib.load(tmp_path / "BraTS2021_00000" / f"cam-{name}.nii.gz"),
+            nib.load(tmp_path / "BraTS2021_00000" / f"mask-{name}.nii.gz"),
         )
         for image in (cam, mask):
             np.testing.assert_array_equal(image.affine, scan.affine)
@@ -107,26 +117,10 @@ def test_cam_writes_maps_and_masks_in_the_case_geometry(synthetic_cases, checkpo
         values = np.asarray(cam.dataobj)
         assert values.min() >= 0 and values.max() <= 1
         np.testing.assert_array_equal(np.asarray(mask.dataobj), values >= 0.4)
-    provenance = json.loads((tmp_path / "cam.json").read_text())
+    provenance = json.loads((tmp_path / "BraTS2021_00000" / "cam.json").read_text())
     assert provenance["thresholds"] == dict.fromkeys(names, 0.4) and provenance["method"] == "cam"
     assert provenance["checkpoint_file"] == str(checkpoint)
     assert provenance["precision"] in ("fp32", "bf16")
-
-
-def test_a_rerun_keeps_a_mask_the_user_edited(synthetic_cases, checkpoint, tmp_path):
-    args = _cam_args(synthetic_cases / "BraTS2021_00000", checkpoint, tmp_path)
-    assert main(args) == 0
-    edited = tmp_path / "mask_fused_mean.nii.gz"
-    image = nib.load(edited)
-    data = np.asarray(image.dataobj).copy()
-    data[10:20, 10:20, 30] = 1 - data[10:20, 10:20, 30]
-    nib.save(nib.Nifti1Image(data, image.affine, image.header), edited)
-    before = edited.read_bytes()
-    with pytest.warns(UserWarning, match="differs from this run's mask and was kept"):
-        assert main(args) == 0
-    assert edited.read_bytes() == before
-    assert (tmp_path / "mask_fused_mean_2.nii.gz").is_file()
-    assert not (tmp_path / "mask_t1_2.nii.gz").exists()
 
 
 def test_evaluate_writes_the_documented_schema(synthetic_cases, checkpoint, tmp_path):
@@ -220,7 +214,7 @@ def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, chec
     cam_case(case.files.folder, checkpoint, tmp_path / "cam", device="cpu", threshold=0.3)
     for name in ("flair", "fused_max"):
         mask = case.geometry.to_display(
-            np.asarray(nib.load(tmp_path / "cam" / f"mask_{name}.nii.gz").dataobj)
+            np.asarray(nib.load(tmp_path / "cam" / case.case_id / f"mask-{name}.nii.gz").dataobj)
         )
         scores = results["per_case"]["BraTS2021_00006"][name]
         assert scores["dice"] == pytest.approx(dice(mask, case.whole_tumour))
@@ -255,9 +249,10 @@ def test_a_case_with_fewer_modalities_gives_the_maps_it_can(synthetic_cases, che
     with pytest.warns(UserWarning, match="no t1, t1ce file"):
         written = cam_case(case, checkpoint, tmp_path / "out", device="cpu")
     names = {p.name for p in written}
-    assert {"cam_t2.nii.gz", "cam_flair.nii.gz", "cam_fused_mean.nii.gz"} <= names
+    assert {"cam-t2.nii.gz", "cam-flair.nii.gz", "cam-fused_mean.nii.gz"} <= names
     assert not any("t1" in n for n in names)
-    assert json.loads((tmp_path / "out" / "cam.json").read_text())["modalities"] == ["t2", "flair"]
+    provenance = json.loads((tmp_path / "out" / "BraTS2021_00000" / "cam.json").read_text())
+    assert provenance["modalities"] == ["t2", "flair"]
 
 
 def test_bad_output_folder_or_threshold_fail_before_any_work(
@@ -266,7 +261,7 @@ def test_bad_output_folder_or_threshold_fail_before_any_work(
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     case = synthetic_cases / "BraTS2021_00000"
-    with pytest.raises(CaseError, match="cannot create the output folder") as error:
+    with pytest.raises(EquicamError, match="cannot create the output folder") as error:
         cam_case(case, checkpoint, blocker / "out", device="cpu")
     assert "a_file" in str(error.value)
     with pytest.raises(CaseError, match="cannot create the output folder"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
+from equicam.core.errors import EquicamError
 from equicam.core.prepare import SPLITS, prepare, split_cases
 
 
@@ -68,10 +69,12 @@ def test_many_patients_split_70_15_15_without_overlap():
 
 def test_an_existing_cache_is_never_overwritten(cache, synthetic_cases):
     out, _ = cache
-    before = (out / "meta.json").read_bytes()
-    with pytest.raises(CaseError, match="already holds a slice cache"):
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(EquicamError, match="already holds files") as error:
         prepare(synthetic_cases, out, size=64, log=lambda line: None)
-    assert (out / "meta.json").read_bytes() == before
+    assert str(error.value).startswith(str(out))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".equicam-tmp")]
 
 
 def test_cases_without_segmentation_are_skipped_with_a_warning(synthetic_cases, tmp_path):

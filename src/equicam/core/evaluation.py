@@ -1,4 +1,4 @@
-"""The back ends of ``equicam cam`` and ``equicam evaluate``.
+"""The back end of ``equicam evaluate`` (and what ``equicam cam`` shares with it).
 
 ``evaluate`` runs on one process, or under ``torchrun --nproc_per_node N``: each rank then
 evaluates every N-th case on its own device (``cuda:LOCAL_RANK`` on GPUs) and rank 0 gathers
@@ -7,17 +7,16 @@ the scores and writes the reports.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from equicam import __version__
-from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case, save_volume
+from equicam.core.atomic import write_file, write_json
+from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
 
@@ -89,112 +88,12 @@ def chosen_thresholds(meta: dict, threshold: float | None, names) -> dict[str, f
     return {name: _check_threshold(per_map.get(name, default)) for name in names}
 
 
-def cam_case(
-    case_path: str | os.PathLike,
-    checkpoint: str | os.PathLike = "equivariant",
-    out_dir: str | os.PathLike = ".",
-    *,
-    method: str = "cam",
-    device: str = "auto",
-    threshold: float | None = None,
-    precision: str = "auto",
-) -> list[Path]:
-    """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
-
-    Parameters
-    ----------
-    case_path
-        A case folder or any one of its files (any BraTS layout).
-    checkpoint
-        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
-    out_dir
-        Output folder, created if needed.
-    method
-        ``cam``, ``gradcam`` or ``gradcampp``.
-    device
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    threshold
-        Mask threshold of every map; default the checkpoint's (see :func:`chosen_thresholds`).
-    precision
-        ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
-
-    Returns
-    -------
-    list of Path
-        ``cam_<name>.nii.gz`` (float32) and ``mask_<name>.nii.gz`` (uint8) for every modality
-        the checkpoint and the case share and for ``fused_<fusion>``, in the case's geometry,
-        then ``cam.json`` (provenance). A mask file that exists and differs from what this run
-        would write, e.g. one a user has corrected, is kept and the new mask is written beside
-        it with a numbered name.
-    """
-    from equicam.core.inference import resolve_precision, run_to_end
-
-    if threshold is not None:
-        _check_threshold(threshold)
-    model, meta, device, source = _load_model(checkpoint, device)
-    precision = resolve_precision(precision, device)
-    case = load_case(case_path, list(model.modalities))
-    out = _make_folder(Path(out_dir))
-    result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
-    thresholds = chosen_thresholds(meta, threshold, result.all_maps())
-    jobs = [(v, out / f"cam_{name}.nii.gz", "float32") for name, v in result.all_maps().items()]
-    jobs += [
-        (mask, _mask_path(out, name, mask, case), "uint8")
-        for name, mask in result.masks(thresholds).items()
-    ]
-
-    def write(job):
-        array, path, dtype = job
-        return save_volume(array, case.geometry, path, dtype=dtype, protect=case.files.inputs)
-
-    # zlib releases the GIL while it compresses: one file per core at a time.
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        written = list(pool.map(write, jobs))
-    provenance = {
-        "case": case.case_id,
-        "case_folder": str(case.files.folder),
-        "checkpoint": str(checkpoint),
-        "checkpoint_file": str(source),
-        "method": method,
-        "thresholds": thresholds,
-        "modalities": list(result.maps),
-        "device": device,
-        "precision": precision,
-        "versions": _versions(),
-        "files": [p.name for p in written],
-    }
-    (out / "cam.json").write_text(json.dumps(provenance, indent=2))
-    return [*written, out / "cam.json"]
-
-
 def _make_folder(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CaseError(folder, f"cannot create the output folder ({error.strerror})") from None
     return folder
-
-
-def _mask_path(out: Path, name: str, mask: np.ndarray, case) -> Path:
-    """``mask_<name>.nii.gz``, unless a different (edited) mask is already there."""
-    import nibabel as nib
-
-    path = out / f"mask_{name}.nii.gz"
-    number = 1
-    while path.exists():
-        existing = case.geometry.to_display(np.asarray(nib.load(path).dataobj))
-        if existing.shape == mask.shape and np.array_equal(existing > 0, mask > 0):
-            return path
-        number += 1
-        path = out / f"mask_{name}_{number}.nii.gz"
-    if number > 1:
-        warnings.warn(
-            f"{out / f'mask_{name}.nii.gz'} differs from this run's mask and was kept; "
-            f"writing {path.name}",
-            CaseWarning,
-            stacklevel=3,
-        )
-    return path
 
 
 def summarise(rows: dict[str, dict[str, dict]], thresholds: dict[str, float]) -> dict:
@@ -363,8 +262,8 @@ def evaluate(
         "versions": _versions(),
     }
     if rank == 0:
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        (out / "results.md").write_text(results_table(results))
+        write_json(out / "results.json", results, replace=True)
+        write_file(out / "results.md", results_table(results), replace=True)
         if sweep:
             _plot_sweep(results, out / "dice_vs_threshold.png")
     return results

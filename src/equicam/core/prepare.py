@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from equicam.core.atomic import folder_in_place
 from equicam.core.brats import MODALITIES, CaseError, CaseWarning, find_cases, load_case
+from equicam.core.errors import EquicamError
 from equicam.core.preprocess import NORMALISATION, brain_mask, normalise_volume, to_input
 
 SPLITS = ("train", "val", "test")
@@ -73,7 +74,10 @@ def prepare(
     data_dir
         Folder of BraTS cases in any supported layout.
     out_dir
-        New or empty folder for the cache.
+        New or empty folder for the cache. The cache is built in a temporary folder beside
+        it and renamed to ``out_dir`` in one step when complete (see
+        :func:`equicam.core.atomic.folder_in_place`): a killed run leaves no half cache, and
+        a folder that already holds anything is refused, never overwritten.
     size
         Side of the cached square slices.
     seed
@@ -88,52 +92,53 @@ def prepare(
     dict
         The written ``meta.json`` content.
     """
-    out = Path(out_dir)
-    if (out / "meta.json").exists():
-        raise CaseError(out, "already holds a slice cache; choose another folder or delete it")
-    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1024:
+        raise EquicamError("--size", f"must be an integer from 16 to 1024, got {size!r}")
     cases = find_cases(data_dir)
+    with folder_in_place(out_dir) as out:
+        meta = _prepare_into(out, data_dir, cases, size, seed, modalities, log)
+    return meta
+
+
+def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> dict:
     parts = []
-    work = Path(tempfile.mkdtemp(dir=out, prefix=".prepare-"))
-    try:
-        kept, spacing = [], {}
-        for files in cases:
-            if files.seg is None:
-                warnings.warn(
-                    f"{files.case_id}: no segmentation, skipped", CaseWarning, stacklevel=2
-                )
-                continue
-            missing = [m for m in modalities if m not in files.images]
-            if missing:
-                raise CaseError(files.folder, f"case {files.case_id} lacks {', '.join(missing)}")
-            case = load_case(files, modalities)
-            brain = brain_mask(case.images)
-            keep = np.flatnonzero(brain.any(axis=(1, 2)))
-            images = np.stack(
-                [normalise_volume(case.images[m], brain)[keep] for m in modalities], axis=1
-            )
-            masks = case.whole_tumour[keep].astype(np.uint8)
-            path = work / f"{len(kept)}.npz"
-            np.savez(
-                path,
-                images=square_resize(images, size).astype(np.float16),
-                masks=square_resize(masks[:, None], size, nearest=True)[:, 0].astype(np.uint8),
-                labels=masks.any(axis=(1, 2)).astype(np.uint8),
-                z=keep.astype(np.int16),
-            )
-            parts.append(path)
-            spacing[files.case_id] = list(case.spacing)
-            kept.append(files.case_id)
-            positive = int(masks.any(axis=(1, 2)).sum())
-            log(f"{files.case_id}: {len(keep)} slices, {positive} with tumour")
-        if not kept:
-            raise CaseError(data_dir, "no case with a segmentation to prepare")
-        _write_arrays(out, parts, size, len(modalities))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    work = out / "parts"
+    work.mkdir()
+    kept, spacing = [], {}
+    for files in cases:
+        if files.seg is None:
+            warnings.warn(f"{files.case_id}: no segmentation, skipped", CaseWarning, stacklevel=3)
+            continue
+        missing = [m for m in modalities if m not in files.images]
+        if missing:
+            raise CaseError(files.folder, f"case {files.case_id} lacks {', '.join(missing)}")
+        case = load_case(files, modalities)
+        brain = brain_mask(case.images)
+        keep = np.flatnonzero(brain.any(axis=(1, 2)))
+        images = np.stack(
+            [normalise_volume(case.images[m], brain)[keep] for m in modalities], axis=1
+        )
+        masks = case.whole_tumour[keep].astype(np.uint8)
+        path = work / f"{len(kept)}.npz"
+        np.savez(
+            path,
+            images=square_resize(images, size).astype(np.float16),
+            masks=square_resize(masks[:, None], size, nearest=True)[:, 0].astype(np.uint8),
+            labels=masks.any(axis=(1, 2)).astype(np.uint8),
+            z=keep.astype(np.int16),
+        )
+        parts.append(path)
+        spacing[files.case_id] = list(case.spacing)
+        kept.append(files.case_id)
+        positive = int(masks.any(axis=(1, 2)).sum())
+        log(f"{files.case_id}: {len(keep)} slices, {positive} with tumour")
+    if not kept:
+        raise CaseError(data_dir, "no case with a segmentation to prepare")
+    _write_arrays(out, parts, size, len(modalities))
+    shutil.rmtree(work)
 
     splits = split_cases(kept, seed)
-    (out / "splits").mkdir(exist_ok=True)
+    (out / "splits").mkdir()
     for name, ids in splits.items():
         (out / "splits" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
     labels = np.load(out / "labels.npy")

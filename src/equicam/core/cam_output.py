@@ -1,0 +1,143 @@
+"""The back end of ``equicam cam``: one case's maps and masks in a folder of their own.
+
+Layout (``OUT``)::
+
+    OUT/<case id>/cam-<map>.nii.gz     float32 map in the case's geometry
+    OUT/<case id>/mask-<map>.nii.gz    uint8 pseudo-mask
+    OUT/<case id>/cam.json             provenance and the SHA-256 of every file written
+
+A run never writes into a folder that exists: a second run of the same case goes to
+``OUT/<case id>_2`` (then ``_3``...), created atomically, so two runs, at once or one after
+the other, never replace each other's files, and a mask corrected by hand stays as it is.
+File names never end like a BraTS scan (``_flair``, ``-t2f``...), so an output folder is
+never mistaken for a case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from equicam.core.atomic import new_folder, write_json
+from equicam.core.brats import CaseWarning, load_case, save_volume
+from equicam.core.evaluation import (
+    _check_threshold,
+    _load_model,
+    _versions,
+    case_maps,
+    chosen_thresholds,
+)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_since_run(folder: str | os.PathLike) -> list[str]:
+    """Files of an earlier run in ``folder`` that differ from what it wrote (edited by hand),
+    judged by the SHA-256 recorded in its ``cam.json``; missing files count as changed."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / "cam.json").read_text()).get("sha256", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return sorted(
+        name
+        for name, digest in recorded.items()
+        if not (folder / name).is_file() or sha256(folder / name) != digest
+    )
+
+
+def cam_case(
+    case_path: str | os.PathLike,
+    checkpoint: str | os.PathLike = "equivariant",
+    out_dir: str | os.PathLike = ".",
+    *,
+    method: str = "cam",
+    device: str = "auto",
+    threshold: float | None = None,
+    precision: str = "auto",
+) -> list[Path]:
+    """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
+
+    Parameters
+    ----------
+    case_path
+        A case folder or any one of its files (any BraTS layout).
+    checkpoint
+        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
+    out_dir
+        Output folder, created if needed; the run writes into a new folder inside it
+        (see the module docstring).
+    method
+        ``cam``, ``gradcam`` or ``gradcampp``.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    threshold
+        Mask threshold of every map; default the checkpoint's (see
+        :func:`~equicam.core.evaluation.chosen_thresholds`).
+    precision
+        ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
+
+    Returns
+    -------
+    list of Path
+        ``cam-<name>.nii.gz`` (float32) and ``mask-<name>.nii.gz`` (uint8) for every modality
+        the checkpoint and the case share and for ``fused_<fusion>``, in the case's geometry,
+        then ``cam.json``.
+    """
+    from equicam.core.inference import resolve_precision, run_to_end
+
+    if threshold is not None:
+        _check_threshold(threshold)
+    model, meta, device, source = _load_model(checkpoint, device)
+    precision = resolve_precision(precision, device)
+    case = load_case(case_path, list(model.modalities))
+    result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
+    thresholds = chosen_thresholds(meta, threshold, result.all_maps())
+    wanted = Path(out_dir) / case.case_id
+    out = new_folder(wanted)
+    if out != wanted:
+        edited = changed_since_run(wanted)
+        note = f" (changed since that run: {', '.join(edited)})" if edited else ""
+        warnings.warn(
+            f"{wanted} holds an earlier run{note}; it is kept, this run writes {out}",
+            CaseWarning,
+            stacklevel=2,
+        )
+    jobs = [(v, out / f"cam-{name}.nii.gz", "float32") for name, v in result.all_maps().items()]
+    jobs += [
+        (m, out / f"mask-{name}.nii.gz", "uint8") for name, m in result.masks(thresholds).items()
+    ]
+
+    def write(job):
+        array, path, dtype = job
+        return save_volume(array, case.geometry, path, dtype=dtype, protect=case.files.inputs)
+
+    # zlib releases the GIL while it compresses: one file per core at a time.
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        written = list(pool.map(write, jobs))
+    provenance = {
+        "case": case.case_id,
+        "case_folder": str(case.files.folder),
+        "checkpoint": str(checkpoint),
+        "checkpoint_file": str(source),
+        "method": method,
+        "thresholds": thresholds,
+        "modalities": list(result.maps),
+        "device": device,
+        "precision": precision,
+        "versions": _versions(),
+        "files": [p.name for p in written],
+        "sha256": {p.name: sha256(p) for p in written},
+    }
+    return [*written, write_json(out / "cam.json", provenance)]
