@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from equicam.core.atomic import write_file
 from equicam.core.checkpoint import save_checkpoint
 from equicam.core.device import resolve_device, supports_bf16
 from equicam.core.losses import TERMS, LossWeights, method_losses
@@ -262,7 +263,13 @@ def _load_state(path: Path, model_config: ModelConfig, device: str) -> dict:
         Naming the file, when it was written by an older version of this module or for other
         networks (modalities, widths, input size or normalisation) than ``model_config``.
     """
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a truncated file, a pickle with code, ...
+        raise ValueError(
+            f"{path}: cannot resume, not a training state this module wrote "
+            f"({type(error).__name__}); start afresh with train.resume=false"
+        ) from None
     missing = [key for key in _STATE_KEYS if key not in state]
     if missing:
         raise ValueError(
@@ -335,6 +342,9 @@ def train(config: dict) -> Path:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
+    if start and "generator" in state:  # the transforms draw on as if never interrupted
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
     for epoch in range(start, int(cfg["epochs"])):
         if cfg["balanced"]:
             sampler = BalancedSampler(
@@ -414,19 +424,19 @@ def train(config: dict) -> Path:
             with open(run_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
             _plot(history, run_dir / "curves.png")
-            torch.save(
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizers": {m: o.state_dict() for m, o in optimizers.items()},
-                    "best": best,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "history": json.dumps(history),
-                    "model_config": json.dumps(model_cfg.to_dict()),
-                },
-                state_path,
-            )
+            state = {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizers": {m: o.state_dict() for m, o in optimizers.items()},
+                "best": best,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "history": json.dumps(history),
+                "model_config": json.dumps(model_cfg.to_dict()),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            write_file(state_path, lambda handle: torch.save(state, handle), replace=True)
 
     if cfg["save_rank_states"]:
         from safetensors.torch import save_file

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from equicam.core.brats import (
-    CaseError,
     CaseWarning,
     find_case,
     find_cases,

@@ -12,8 +12,8 @@ import torch
 
 from equicam.cli import main
 from equicam.core.brats import CaseError, load_case
-from equicam.core.checkpoint import save_checkpoint
 from equicam.core.cam_output import cam_case
+from equicam.core.checkpoint import save_checkpoint
 from equicam.core.errors import EquicamError
 from equicam.core.evaluation import evaluate
 from equicam.core.metrics import assd, dice

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
+from equicam.core.brats import CaseWarning, find_cases, load_case
 from equicam.core.errors import EquicamError
 from equicam.core.prepare import SPLITS, prepare, split_cases
 

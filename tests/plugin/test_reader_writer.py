@@ -49,13 +49,17 @@ def test_reader_opens_the_whole_case_from_folder_or_any_file(make_napari_viewer,
     _check_case_layers(viewer, load_case(case_copy))
 
 
-def test_reader_declines_files_it_cannot_read(tmp_path):
-    other = tmp_path / "brain.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4)), other)
+def test_reader_declines_other_files_and_says_why_it_cannot_open_a_nifti(tmp_path):
+    cam = tmp_path / "cam-flair.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 4), 0.25, np.float32), np.eye(4)), cam)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert get_reader(str(other)) is None
     assert get_reader(str(tmp_path / "notes.txt")) is None
-    assert get_reader(str(tmp_path / "missing_t1.nii.gz")) is None
+    assert get_reader(str(tmp_path / "empty_folder")) is None
+    with pytest.raises(CaseError, match="cam-flair.nii.gz: not a mask"):
+        get_reader(str(cam))(str(cam))
+    missing = str(tmp_path / "missing_t1.nii.gz")
+    with pytest.raises(CaseError, match="missing_t1.nii.gz: no such file"):
+        get_reader(missing)(missing)
 
 
 def test_reader_reports_a_corrupt_scan_by_name(make_napari_viewer, case_copy):
@@ -96,7 +100,7 @@ def test_writer_never_overwrites_an_input_scan(make_napari_viewer, case_copy):
     viewer.open(str(case_copy), plugin="napari-equicam")
     t1 = next(case_copy.glob("*_t1.nii.gz"))
     before = t1.read_bytes()
-    with pytest.raises(OSError, match="refusing to overwrite an input scan"):
+    with pytest.raises(OSError, match="refusing to write"):
         viewer.layers["ground truth"].save(str(t1), plugin="napari-equicam")
     assert t1.read_bytes() == before
 

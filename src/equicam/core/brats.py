@@ -411,7 +411,7 @@ def _check_header(path: Path, header: nib.Nifti1Header) -> int:
     return offset + math.prod(shape) * dtype.itemsize
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+def read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Read a NIfTI file, checking its header against :func:`read_limits` first.
 
     Only the bytes the header promises are decompressed, so a file cannot make the reader
@@ -485,7 +485,8 @@ def _normalise_labels(path: Path, data: np.ndarray, layout: str) -> np.ndarray:
     return lut[data.astype(np.int64)]
 
 
-def _geometry(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...]) -> Geometry:
+def file_geometry(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...]) -> Geometry:
+    """The :class:`Geometry` of a read file; a missing or singular affine is refused."""
     affine = image.affine
     if (
         affine is None
@@ -553,14 +554,14 @@ def load_case(
     reference: Geometry | None = None
     if files.layout == "decathlon":
         path = files.images[present[0]]
-        data, image = _read_nifti(path)
+        data, image = read_nifti(path)
         if data.ndim != 4 or data.shape[3] != len(_DECATHLON_CHANNELS):
             raise CaseError(
                 path,
                 f"Decathlon image must be 4-D with {len(_DECATHLON_CHANNELS)} channels "
                 f"({', '.join(_DECATHLON_CHANNELS)}), found shape {data.shape}",
             )
-        reference = _geometry(path, image, data.shape)
+        reference = file_geometry(path, image, data.shape)
         for m in present:
             volume = _as_float32(path, data[..., _DECATHLON_CHANNELS.index(m)], f"channel {m}")
             _check_volume(path, volume, f"channel {m}")
@@ -568,12 +569,12 @@ def load_case(
     else:
         for m in present:
             path = files.images[m]
-            data, image = _read_nifti(path)
+            data, image = read_nifti(path)
             if data.ndim == 4 and data.shape[3] == 1:
                 data = data[..., 0]
             data = _as_float32(path, data, m)
             _check_volume(path, data, m)
-            geometry = _geometry(path, image, data.shape)
+            geometry = file_geometry(path, image, data.shape)
             if reference is None:
                 reference = geometry
             else:
@@ -588,13 +589,13 @@ def load_case(
         )
     seg = None
     if files.seg is not None:
-        data, image = _read_nifti(files.seg)
+        data, image = read_nifti(files.seg)
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
         _check_volume(files.seg, data, "segmentation")
         if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
             raise CaseError(files.seg, "segmentation holds NaN or infinite voxels")
-        _same_geometry(files.seg, _geometry(files.seg, image, data.shape), reference)
+        _same_geometry(files.seg, file_geometry(files.seg, image, data.shape), reference)
         seg = np.ascontiguousarray(
             reference.to_display(_normalise_labels(files.seg, data, files.layout))
         )

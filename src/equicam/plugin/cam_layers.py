@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from equicam.core.atomic import scan_reason
 from equicam.core.brats import LAYER_NAMES
 from equicam.core.inference import METHOD_NAMES, CamResult
 from equicam.core.metrics import assd, dice
+from equicam.plugin.sample_data import mask_folder
 
 
 def layer_info(layer) -> dict:
@@ -91,10 +93,18 @@ def volume_cm3(mask: np.ndarray, scale) -> float:
 def default_mask_path(info: dict, layer_name: str) -> Path:
     """``<case folder>/<case id>_<layer name slug>.nii.gz`` for a mask layer of a case.
 
-    ``info`` is the layer's ``metadata["equicam"]`` (``case_folder``, ``case_id``).
+    ``info`` is the layer's ``metadata["equicam"]`` (``case_folder``, ``case_id``). The file
+    the layer was last saved to or opened from, when it has one. ``++`` becomes ``pp``
+    (Grad-CAM++ and Grad-CAM masks get different names); a name that would end like a scan
+    (``_t2``, ``_seg``...) gets ``_mask``; the sample case's masks go to the user's folder.
     """
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", layer_name).strip("_")
-    return Path(info["case_folder"]) / f"{info['case_id']}_{slug}.nii.gz"
+    if info.get("saved_path"):
+        return Path(info["saved_path"])
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", layer_name.replace("++", "pp")).strip("_")
+    name = f"{info['case_id']}_{slug}.nii.gz"
+    if scan_reason(name):
+        name = f"{info['case_id']}_{slug}_mask.nii.gz"
+    return mask_folder(info["case_folder"], info["case_id"]) / name
 
 
 def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> dict[str, list]:

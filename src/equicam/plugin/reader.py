@@ -1,40 +1,173 @@
-"""napari reader: a BraTS case folder, or any NIfTI file of a case, opens as the whole case."""
+"""napari reader: a BraTS case (folder or any of its files), or a saved mask.
+
+A case opens as its modalities and ground truth. Any other NIfTI file opens as a mask (a
+Labels layer): with the geometry of the case it lies next to or inside (or whose ``cam.json``
+names it), so that it saves back in that case's geometry; on its own, with its own geometry.
+Whatever cannot be opened raises :class:`~equicam.core.errors.EquicamError` with the reason,
+which napari shows to the user.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from equicam.core.brats import CaseError, find_case, load_case
-from equicam.plugin.layers import case_layers
+import nibabel as nib
+import numpy as np
+
+from equicam.core.atomic import scan_reason
+from equicam.core.brats import (
+    CaseError,
+    CaseFiles,
+    CaseWarning,
+    Geometry,
+    file_geometry,
+    find_case,
+    load_case,
+    read_nifti,
+)
+from equicam.plugin.layers import LABEL_COLORS, case_layers
+
+_NIFTI_ENDINGS = (".nii", ".nii.gz")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI_ENDINGS)
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
-    """Return :func:`read_case` when ``path`` belongs to a BraTS case, else None (never raises)."""
+    """Claim one NIfTI file, or a folder holding NIfTI files; None for anything else.
+
+    What is claimed is read by :func:`read`, which says why when it cannot open it.
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
+    path = Path(path)
+    if _is_nifti(path):
+        return read
     try:
-        find_case(Path(path))
-    except CaseError:
+        if path.is_dir() and any(_is_nifti(p) for p in path.iterdir()):
+            return read
+    except OSError:
         return None
-    return read_case
+    return None
 
 
-def read_case(path: str | list[str]) -> list[tuple]:
+def read(path: str | list[str]) -> list[tuple]:
+    """Open a case, or a mask file (see the module docstring).
+
+    Raises
+    ------
+    CaseError
+        Naming the file and the reason it cannot be opened.
+    """
+    if isinstance(path, list):
+        path = path[0]
+    path = Path(path)
+    if path.is_file() and _is_nifti(path) and scan_reason(path) is None:
+        return read_mask(path)
+    return read_case(path)
+
+
+def read_case(path: str | Path) -> list[tuple]:
     """Load the case that ``path`` belongs to as image layers plus its ground truth.
 
     Problems that do not stop loading (a missing modality, an oblique scan) are shown to the
     user as warnings; bad files raise :class:`~equicam.core.brats.CaseError`, which napari
     shows as a notification naming the file.
     """
-    if isinstance(path, list):
-        path = path[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         case = load_case(path)
     for warning in caught:
         warnings.warn(warning.message, warning.category, stacklevel=2)
     return case_layers(case)
+
+
+def _owning_case(mask: Path) -> CaseFiles | None:
+    """The case a mask file belongs to: named by a ``cam.json`` beside it, or the one case
+    in its folder or the folder above."""
+    provenance = mask.parent / "cam.json"
+    folders = [mask.parent, mask.parent.parent]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        folders.insert(0, Path(json.loads(provenance.read_text())["case_folder"]))
+    for folder in folders:
+        try:
+            return find_case(folder)
+        except CaseError:
+            continue
+    return None
+
+
+def _case_geometry(files: CaseFiles) -> Geometry | None:
+    """The geometry of a case's first scan, from its header alone (None if unreadable)."""
+    first = next(iter(files.images.values()))
+    try:
+        image = nib.load(first)
+        return file_geometry(first, image, image.shape)
+    except Exception:  # noqa: BLE001 - the mask then opens in its own geometry
+        return None
+
+
+def read_mask(path: Path) -> list[tuple]:
+    """A saved mask as a Labels layer in the geometry of its case, or its own.
+
+    Raises
+    ------
+    CaseError
+        When the file is unreadable, not 3-D, or holds values that are not labels 0..255.
+    """
+    data, image = read_nifti(path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise CaseError(path, f"a mask must be a 3-D volume, found shape {data.shape}")
+    with np.errstate(all="ignore"):
+        integral = np.all(np.isfinite(data)) and np.array_equal(data, np.round(data))
+    if not integral or data.min(initial=0) < 0 or data.max(initial=0) > 255:
+        raise CaseError(
+            path, "not a mask: it holds values other than labels 0..255 (a CAM map or a scan?)"
+        )
+    own = file_geometry(path, image, data.shape)
+    files = _owning_case(path)
+    case_id, folder, inputs, geometry = path.name.split(".")[0], path.parent, [], own
+    if files is not None:
+        reference = _case_geometry(files)
+        if (
+            reference is not None
+            and reference.file_shape == own.file_shape
+            and np.allclose(reference.affine, own.affine, atol=1e-3)
+        ):
+            case_id, folder, geometry = files.case_id, files.folder, reference
+            inputs = sorted(str(p) for p in files.inputs)
+        else:
+            warnings.warn(
+                f"{path}: its grid differs from case {files.case_id}'s scans; opened in its "
+                "own geometry",
+                CaseWarning,
+                Geometry,
+                stacklevel=2,
+            )
+    info = {
+        "case_id": case_id,
+        "case_folder": str(folder),
+        "geometry": geometry,
+        "inputs": inputs,
+        "saved_path": str(path),
+        "saved": True,
+        "edited": False,
+    }
+    labels = np.ascontiguousarray(geometry.to_display(data.astype(np.uint8)))
+    kwargs = {
+        "name": path.name.split(".")[0],
+        "scale": geometry.spacing,
+        "opacity": 0.5,
+        "colormap": LABEL_COLORS,
+        "metadata": {"equicam": info},
+    }
+    return [(labels, kwargs, "labels")]

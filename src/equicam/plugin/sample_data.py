@@ -1,15 +1,36 @@
-"""napari sample data: the small BraTS-like case shipped inside the package."""
+"""napari sample data: the small BraTS-like case shipped inside the package.
+
+Masks of the sample case are saved in the user's mask folder, never inside the installed
+package (where a later install would lose them, or pack them into a wheel).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from equicam.core.brats import load_case
 from equicam.plugin.layers import case_layers
 
-SAMPLE_CASE = Path(__file__).resolve().parent.parent / "sample_data" / "BraTS2021_00000"
+PACKAGE = Path(__file__).resolve().parent.parent
+SAMPLE_CASE = PACKAGE / "sample_data" / "BraTS2021_00000"
 
 
 def sample_case() -> list[tuple]:
     """The sample case as four image layers (T1, T1ce, T2, FLAIR) and its ground truth."""
     return case_layers(load_case(SAMPLE_CASE))
+
+
+def user_mask_folder() -> Path:
+    """``$EQUICAM_MASK_DIR``, default ``~/equicam-masks``: where masks of packaged cases go."""
+    return Path(os.environ.get("EQUICAM_MASK_DIR", "~/equicam-masks")).expanduser()
+
+
+def mask_folder(case_folder: str | os.PathLike, case_id: str) -> Path:
+    """The folder to save a case's masks in: the case's own, unless it lies inside the
+    installed package (the sample case), then ``user_mask_folder() / case_id``."""
+    folder = Path(case_folder)
+    inside = [PACKAGE, SAMPLE_CASE.resolve().parent]
+    if any(folder.resolve().is_relative_to(root) for root in inside):
+        return user_mask_folder() / case_id
+    return folder

@@ -1,4 +1,9 @@
-"""napari writer: save a Labels layer as NIfTI in the geometry of the scan it belongs to."""
+"""napari writer: save a Labels layer as NIfTI in the geometry of the scan it belongs to.
+
+A layer made by equicam carries its case's geometry; any other Labels layer (one drawn with
+napari's own "new labels") is saved in the geometry of the open case whose scans have its
+shape. Saving goes through :mod:`equicam.core.atomic`: atomic, never over a scan.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from equicam.core.atomic import numbered
 from equicam.core.brats import CaseError, save_volume
+from equicam.core.errors import EquicamError
+from equicam.plugin.sample_data import user_mask_folder
 
 
 def write_mask(path: str, data: Any, meta: dict) -> list[str]:
@@ -21,7 +29,8 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
         The Labels layer's data, in display order.
     meta
         The layer's attributes; ``meta["metadata"]["equicam"]`` holds the geometry and the
-        case's input files (set by the reader), which are never overwritten.
+        case's input files (set by the reader); without it, the geometry of an open case
+        whose scans have the layer's shape is used.
 
     Returns
     -------
@@ -35,23 +44,65 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
         a writer as "not my format" and would hide the message.)
     """
     try:
-        return [str(_write(Path(path), data, meta))]
-    except CaseError as error:
-        raise OSError(str(error)) from error
-
-
-def _write(path: Path, data: Any, meta: dict) -> Path:
-    info = (meta.get("metadata") or {}).get("equicam")
-    if not info or "geometry" not in info:
-        raise CaseError(
-            path,
-            "this Labels layer has no scan geometry; only masks of a case opened with "
-            "napari-equicam can be saved in the scan's geometry",
+        labels = np.asarray(data)
+        info = (meta.get("metadata") or {}).get("equicam") or _open_case_info(path, labels.shape)
+        _check_labels(path, labels)
+        written = save_volume(
+            labels, info["geometry"], Path(path), protect=info["inputs"], replace=True
         )
-    labels = np.asarray(data)
+    except EquicamError as error:
+        raise OSError(str(error)) from error
+    return [str(written)]
+
+
+def _check_labels(path: str | Path, labels: np.ndarray) -> None:
     if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
         raise CaseError(path, "labels must lie in 0..255 to be saved as uint8")
-    written = save_volume(
-        labels, info["geometry"], Path(path), dtype="uint8", protect=info["inputs"]
-    )
-    return [str(written)]
+
+
+def _open_case_info(path: str, shape: tuple[int, ...]) -> dict:
+    """The ``equicam`` metadata of the one open case whose scans have ``shape``."""
+    import napari
+
+    viewer = napari.current_viewer()
+    found = {}
+    for layer in viewer.layers if viewer is not None else ():
+        info = layer.metadata.get("equicam", {})
+        if "geometry" in info and info["geometry"].display_shape == tuple(shape):
+            found.setdefault(info["case_folder"], info)
+    if len(found) != 1:
+        reason = (
+            f"several open cases have its shape {tuple(shape)}: {', '.join(sorted(found))}"
+            if found
+            else f"no open case has its shape {tuple(shape)}; open the case it was drawn on"
+        )
+        raise CaseError(path, f"this Labels layer has no scan geometry, and {reason}")
+    return next(iter(found.values()))
+
+
+def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
+    """The plugin's "Save": write a mask without ever replacing another saved mask.
+
+    ``path`` is replaced only when it is the file this layer was last saved to or opened
+    from (``info["saved_path"]``); any other existing file is kept and the mask is written
+    beside it (``name_2.nii.gz``...). A folder under the user's mask folder is created.
+    Records the written file in ``info["saved_path"]``.
+
+    Raises
+    ------
+    EquicamError
+        When the mask cannot be saved (a scan's name, a bad folder, a full disk).
+    """
+    labels = np.asarray(data)
+    path = Path(path)
+    _check_labels(path, labels)
+    if path.parent.resolve().is_relative_to(user_mask_folder().resolve()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    own = info.get("saved_path") == str(path)
+    candidate, number = path, 1
+    while candidate.exists() and not (own and candidate == path):
+        number += 1
+        candidate = numbered(path, number)
+    written = save_volume(labels, info["geometry"], candidate, protect=info["inputs"], replace=own)
+    info["saved_path"] = str(written)
+    return written

@@ -15,8 +15,8 @@ from napari.utils import notifications
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QMessageBox
 
-from equicam.core.brats import save_volume
 from equicam.plugin.cam_layers import default_mask_path, layer_info, volume_cm3
+from equicam.plugin.writer import save_mask_layer
 
 
 class _CloseGuard(QObject):
@@ -95,7 +95,8 @@ class MaskTools(Container):
         self.status.value = f"{layer.name}: {volume_cm3(layer.data, layer.scale):.2f} cm³{unsaved}"
 
     def save_selected(self) -> None:
-        """Save the selected mask as NIfTI in its scan's geometry (never over an input scan)."""
+        """Save the selected mask as NIfTI in its scan's geometry, never over an input scan
+        nor over another saved mask (see :func:`~equicam.plugin.writer.save_mask_layer`)."""
         layer = self.viewer.layers.selection.active
         info = layer_info(layer)
         if not isinstance(layer, Labels) or "geometry" not in info:
@@ -105,10 +106,11 @@ class MaskTools(Container):
         if not path.name.endswith((".nii", ".nii.gz")):
             path = default_mask_path(info, layer.name)
         try:
-            save_volume(layer.data, info["geometry"], path, protect=info["inputs"])
+            path = save_mask_layer(layer.data, info, path)
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
             return
         info["saved"] = True
+        self.save_path.value = path
         self.show_status()
         notifications.show_info(f"saved {path}")
