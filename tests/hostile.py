@@ -133,10 +133,16 @@ def _dims(*dims: int):
     return edit
 
 
+def _singular(path: Path) -> None:
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[252:256] = np.int16([0, 2]).tobytes()  # qform unused, sform used...
+    raw[312:328] = bytes(16)  # ...and srow_z maps every voxel to z = 0
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
 def _scaled(slope: float) -> Callable[[Path], None]:
     def damage(path: Path) -> None:
         image = nib.Nifti1Image(modality_volume("flair", SHAPE), BRATS_LPS)
-        image.header.set_slope_inter(slope, 0.0)
         image.to_filename(path)
         raw = bytearray(gzip.decompress(path.read_bytes()))
         raw[112:116] = np.float32(slope).tobytes()  # nibabel would not store it as given
@@ -178,6 +184,12 @@ def _nifti2_huge(path: Path) -> None:
     path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 64))
 
 
+def _two_flairs(root: Path) -> Run:
+    case = _case(root)
+    nib.save(nib.load(_flair(case)), case / "BraTS2021_00001_flair.nii")
+    return Run(_cam(root, case), "2 files for flair", case)
+
+
 def _seg(volume, phrase: str = "segmentation") -> Callable[[Path], Run]:
     def build(root: Path) -> Run:
         case = _case(root)
@@ -212,14 +224,13 @@ SCAN_KINDS: dict[str, tuple[Callable[[Path], Run]]] = {
     "constant scan": _scan(_save(np.full(SHAPE, 5, np.int16)), "constant"),
     "other shape": _scan(_save(modality_volume("flair", (12, 10, 9))), "differs from"),
     "other affine": _scan(
-        _save(modality_volume("flair", SHAPE), affine=BRATS_LPS + np.eye(4, k=3)[::-1] * 0),
+        _save(modality_volume("flair", SHAPE), affine=BRATS_LPS + np.eye(4, 4, 3) * 2),
         "affine differs|not co-registered",
     ),
-    "singular affine": _scan(
-        _save(modality_volume("flair", SHAPE), affine=np.zeros((4, 4))),
-        "affine is missing or singular",
-    ),  # fmt: skip
-    "truncated .nii.gz": _scan(lambda p: p.write_bytes(p.read_bytes()[:200]), "truncated"),
+    "singular affine": _scan(_singular, "affine is missing or singular"),
+    "truncated .nii.gz": _scan(
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated"
+    ),
     "random bytes": _scan(_bytes(os.urandom(3000)), "truncated or corrupt"),
     "gzip of garbage": _scan(_bytes(gzip.compress(b"garbage" * 300)), "truncated or corrupt"),
     "zero-byte file": _scan(_bytes(b""), "truncated or corrupt"),
@@ -246,9 +257,7 @@ SCAN_KINDS: dict[str, tuple[Callable[[Path], Run]]] = {
         _replace_with(lambda p: p.symlink_to("/nonexistent/x")), "not a readable file"
     ),
     "folder named like a FLAIR file": _scan(_replace_with(lambda p: p.mkdir()), None),
-    "FLAIR both .nii and .nii.gz": _scan(
-        lambda p: nib.save(nib.load(p), p.with_name(p.name[:-3])), "2 files for flair"
-    ),
+    "FLAIR both .nii and .nii.gz": _two_flairs,
 }
 
 
@@ -346,16 +355,20 @@ def _nan_weights():
     return tensors
 
 
+def _first_weight(tensors: dict) -> str:
+    return next(k for k, v in tensors.items() if k.endswith("weight") and v.ndim > 1)
+
+
 def _wrong_shape():
     tensors = _good_tensors()
-    first = next(iter(tensors))
+    first = _first_weight(tensors)
     tensors[first] = tensors[first][:1].clone()
     return tensors
 
 
 def _missing_weight():
     tensors = _good_tensors()
-    tensors.pop(next(iter(tensors)))
+    tensors.pop(_first_weight(tensors))
     return tensors
 
 

@@ -14,6 +14,7 @@ validation-accuracy epoch, with the threshold chosen on validation), ``metrics.j
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -254,6 +255,10 @@ _STATE_KEYS = (
 )
 
 
+def _save_state(state: dict, handle) -> None:
+    torch.save(state, handle)
+
+
 def _load_state(path: Path, model_config: ModelConfig, device: str) -> dict:
     """Read ``last_state.pt`` for a resume, refusing one that cannot continue this run.
 
@@ -436,7 +441,7 @@ def train(config: dict) -> Path:
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
             }
-            write_file(state_path, lambda handle: torch.save(state, handle), replace=True)
+            write_file(state_path, functools.partial(_save_state, state), replace=True)
 
     if cfg["save_rank_states"]:
         from safetensors.torch import save_file

@@ -425,6 +425,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
             header = _read_header(path, head)
             expected = _check_header(path, header)
             raw = (head + stream.read(max(0, expected - len(head))))[:expected]
+            stream.read(1)  # reaches a compressed file's end: its length and CRC are checked
         if len(raw) < expected:
             raise CaseError(
                 path,
