@@ -5,6 +5,7 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from equicam.cli import main
 
@@ -57,3 +58,15 @@ def test_bad_input_exits_2_with_the_file_named(tmp_path, capsys):
     assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "cache")]) == 2
     error = capsys.readouterr().err
     assert "BraTS2021_00009_t1.nii.gz" in error and "3-D" in error
+
+
+def test_debug_shows_the_traceback_instead_of_one_line(tmp_path, capsys):
+    from equicam.core.brats import CaseError
+
+    argv = ["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    for debug in (["--debug", *argv], [*argv, "--debug"]):
+        with pytest.raises(CaseError, match="missing: not a folder"):
+            main(debug)
+    assert not (tmp_path / "cache").exists()
