@@ -7,6 +7,8 @@ Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/c
 ``train.augment=P`` draws each intensity change of :mod:`equicam.core.augment` with
 probability P per slice and sequence (0: none, the paper's setting);
 ``loss.cmer_reduction=sum`` makes CMER a per-sample cosine distance (``mean``: as published).
+With ``train.balanced=true``, ``train.epoch_slices=N`` draws N slices per epoch (0: as many as
+the training split holds).
 A run folder receives ``checkpoint.safetensors`` (each modality's network from its best
 validation-accuracy epoch, with the threshold chosen on validation), ``metrics.jsonl``,
 ``curves.png`` and ``last_state.pt`` (to resume with ``train.resume=true``).
@@ -79,6 +81,7 @@ DEFAULTS: dict = {
         "warmup_epochs": 0.0,
         "select": "accuracy",
         "augment": 0.0,
+        "epoch_slices": 0,
     },
 }
 
@@ -352,7 +355,11 @@ def train(config: dict) -> Path:
     for epoch in range(start, int(cfg["epochs"])):
         if cfg["balanced"]:
             sampler = BalancedSampler(
-                train_data.labels, seed=int(cfg["seed"]), rank=rank, world=world
+                train_data.labels,
+                seed=int(cfg["seed"]),
+                rank=rank,
+                world=world,
+                draws=int(cfg["epoch_slices"]),
             )
         elif world > 1:
             sampler = DistributedSampler(train_data, world, rank, seed=int(cfg["seed"]))

@@ -65,7 +65,7 @@ def test_families_are_drawn_uniformly_and_a_rescale_is_never_the_identity():
     family = {"hflip": "flip", "vflip": "flip", "translate": "translation", "rescale": "rescale"}
     generator = torch.Generator().manual_seed(1)
     draws = [sample_transform(generator, 64) for _ in range(4000)]
-    counts = {f: 0 for f in FAMILIES}
+    counts = dict.fromkeys(FAMILIES, 0)
     for t in draws:
         counts[family.get(t.kind, "rotation")] += 1
     for f, n in counts.items():

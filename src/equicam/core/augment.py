@@ -68,10 +68,16 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     kernel = kernel / kernel.sum(dim=-1, keepdim=True)  # (N*C, 1, 2r+1)
     n, c, h, w = x.shape
     planes = x.reshape(1, n * c, h, w)
-    rows = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="reflect"),
-                    kernel.view(n * c, 1, 1, -1), groups=n * c)
-    both = F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"),
-                    kernel.view(n * c, 1, -1, 1), groups=n * c)
+    rows = F.conv2d(
+        F.pad(planes, (radius, radius, 0, 0), mode="reflect"),
+        kernel.view(n * c, 1, 1, -1),
+        groups=n * c,
+    )
+    both = F.conv2d(
+        F.pad(rows, (0, 0, radius, radius), mode="reflect"),
+        kernel.view(n * c, 1, -1, 1),
+        groups=n * c,
+    )
     return both.reshape(n, c, h, w)
 
 
@@ -115,8 +121,9 @@ def augment_intensity(
     low = torch.where(brain > 0, out, torch.full_like(out, CLIP)).amin(dim=(2, 3), keepdim=True)
     high = out.amax(dim=(2, 3), keepdim=True)
     unit = ((out - low) / (high - low).clamp_min(1e-3)).clamp(0, 1)
-    gamma = torch.exp(_uniform(generator, shape, *map(torch.log, map(torch.tensor,
-                                                                      settings.gamma)), dev))
+    gamma = torch.exp(
+        _uniform(generator, shape, *map(torch.log, map(torch.tensor, settings.gamma)), dev)
+    )
     unit = torch.where(chosen(), unit.clamp_min(1e-6) ** gamma, unit)
     coarse = torch.randn((n, m, 3, 3), generator=generator).to(dev)
     field = F.interpolate(coarse, size=(s, s), mode="bicubic", align_corners=True)
