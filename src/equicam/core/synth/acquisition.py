@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from equicam.core.synth.fields import smooth_field
+from equicam.core.synth.fields import distance_within, smooth_field
 from equicam.core.synth.sequences import Protocol
 
 
@@ -97,11 +97,14 @@ def acquire(
     return (volume * (1.0 + field)).astype(np.float32)
 
 
-def stripped_mask(rng: np.random.Generator, brain: np.ndarray, mm: float, residue: float):
+def stripped_mask(
+    rng: np.random.Generator, brain: np.ndarray, depth: np.ndarray, mm: float, residue: float
+):
     """The skull-stripping mask BraTS would ship, and the rim it left outside the brain.
 
     With probability ``residue``, a rim up to 2-4 mm wide survives in places; in places the
-    outer 1-2 mm of cortex are cut as well.
+    outer 1-2 mm of cortex are cut as well. ``depth`` is the distance (mm) of each brain voxel
+    to the brain's surface.
 
     Returns
     -------
@@ -109,8 +112,8 @@ def stripped_mask(rng: np.random.Generator, brain: np.ndarray, mm: float, residu
         The mask and the rim (both bool).
     """
     shape = brain.shape
-    outside = ndimage.distance_transform_edt(~brain) * mm
-    inside = ndimage.distance_transform_edt(brain) * mm
+    outside = distance_within(brain, mm, 4.0)
+    inside = depth
     rim = np.zeros(shape, bool)
     if rng.random() < residue:
         width = rng.uniform(2.0, 4.0)

@@ -13,7 +13,7 @@ from scipy import ndimage
 from equicam.core.anatomy import BRATS_AFFINE, BRATS_SHAPE, load_anatomy
 from equicam.core.synth.acquisition import acquire, stripped_mask
 from equicam.core.synth.families import FAMILIES, MIXTURES, family_names
-from equicam.core.synth.fields import smooth_field
+from equicam.core.synth.fields import distance_within, smooth_field
 from equicam.core.synth.sequences import Protocol, draw_protocol, signal
 from equicam.core.synth.tissue import TISSUES, draw_tissues
 from equicam.core.synth.tumours import grow_tumours, plan_tumours
@@ -84,7 +84,7 @@ def _mimics(rng, tissue, depth, brain, seg, mm) -> dict[str, np.ndarray]:
     """White-matter hyperintensities, enhancing surface vessels and choroid plexus."""
     shape = brain.shape
     ventricles = (tissue["csf"] > 0.6) & (depth > 25.0)
-    near_vent = ndimage.distance_transform_edt(~ventricles) * mm
+    near_vent = distance_within(ventricles, mm, 8.0)
     load = rng.uniform(0.3, 1.2)
     field = smooth_field(rng, shape, 24)
     wmh = (tissue["wm"] > 0.5) & (
@@ -155,7 +155,7 @@ def make_case(
     depth = ndimage.distance_transform_edt(brain) * mm
     seg, lesions = grow_tumours(patient_rng, tumours, brain, tissue["wm"])
     lesions.update(_mimics(patient_rng, tissue, depth, brain, seg, mm))
-    mask, rim = stripped_mask(patient_rng, brain, mm, look.residue)
+    mask, rim = stripped_mask(patient_rng, brain, depth, mm, look.residue)
     # Skull-stripping residue: dura (taken as blood) and CSF.
     tissue["csf"] = np.where(rim, 0.6, tissue["csf"])
     lesions["vessel"] = np.where(rim, 0.4, lesions["vessel"])
