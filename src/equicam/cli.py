@@ -12,14 +12,15 @@ from collections.abc import Sequence
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
+FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
 DEBUG_HELP = "show the full traceback of an error (default: one line naming the file)"
 
 
 def _synth(args: argparse.Namespace) -> None:
     from equicam.core.synth import write_cases
 
-    folders = write_cases(args.out_dir, args.cases, args.seed, args.size)
-    print(f"wrote {len(folders)} cases to {args.out_dir}")
+    folders = write_cases(args.out_dir, args.cases, args.seed, args.size, args.family)
+    print(f"wrote {len(folders)} cases ({args.family}) to {args.out_dir}")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -59,12 +60,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         threshold=args.threshold,
         precision=args.precision,
+        workers=args.workers,
+        resume=args.resume,
+    )
+    print(
+        f"{len(results['tumour_patients'])} tumour patients, "
+        f"{len(results['tumour_free']['cases'])} tumour-free, {len(results['failed'])} failed"
     )
     for name, row in results["summary"].items():
-        print(
-            f"{name:12s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
-            f"ASSD {row['assd_mean']:.2f} mm  (threshold {row['threshold']:.2f})"
-        )
+        if row["n_cases"]:
+            print(
+                f"{name:16s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
+                f"ASSD {row['assd_mean']:.2f} mm  HD95 {row['hd95_mean']:.2f} mm  "
+                f"(threshold {row['threshold']:.2f})"
+            )
     print(f"wrote {args.out}/results.json and results.md")
 
 
@@ -98,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full: 240x240x155 at 1 mm (BraTS grid); small: 2 mm grid for tests",
     )
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="train",
+        help="appearance family (field strength, sequences, acquisition): 'train' mixes "
+        "clinical-1.5T and research-3T per case; clinical-3T is the held-out test family "
+        "(default train)",
+    )
     p.set_defaults(func=_synth)
 
     p = sub.add_parser(
@@ -114,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_help = "'equivariant' or 'baseline' (bundled) or a .safetensors file"
     for name, helptext, positional in (
         ("cam", "write CAMs, fused CAMs and pseudo-masks of one case as NIfTI", "case"),
-        ("evaluate", "Dice/ASSD of every case with a segmentation under DATA_DIR", "data_dir"),
+        ("evaluate", "Dice/ASSD/HD95 of every labelled case under DATA_DIR", "data_dir"),
     ):
         p = sub.add_parser(name, parents=[debug], help=helptext)
         p.add_argument(
@@ -146,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="network arithmetic: bf16 where the device computes it natively, else fp32 "
             "(default auto)",
         )
+        if name == "evaluate":
+            p.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="cases evaluated at once, one process each (default 1; memory grows with it)",
+            )
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="reuse the cases an earlier run with the same settings kept in OUT_DIR/cases",
+            )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 
     p = sub.add_parser(
