@@ -250,7 +250,7 @@ class CaseNavigator(Container):
         volumes = [folder.volume.get(i) for i in folder.ids]
         self.table.value = {
             "case": folder.ids,
-            "mask cm³": ["" if v is None else f"{v:.1f}" for v in volumes],
+            "mask cm³": ["—" if v is None else f"{v:.1f}" for v in volumes],
             "status": [folder.status[i] for i in folder.ids],
         }
         self.table.native.selectRow(folder.current)
