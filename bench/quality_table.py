@@ -31,9 +31,10 @@ import numpy as np
 from bench.synth_quality import EDGES, dice_curves
 from equicam.core.brats import LAYER_NAMES, MODALITIES, find_cases, load_case
 from equicam.core.checkpoint import read_metadata, resolve_checkpoint
-from equicam.core.evaluation import evaluate, summarise
+from equicam.core.evaluation import evaluate
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.core.scoring import summarise
 
 COLUMNS = (*MODALITIES, "fused_mean", "fused_max", "fused_geometric", "fused_weighted")
 METHOD_LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}

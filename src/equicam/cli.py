@@ -58,12 +58,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         threshold=args.threshold,
         precision=args.precision,
+        workers=args.workers,
+        resume=args.resume,
+    )
+    print(
+        f"{len(results['tumour_patients'])} tumour patients, "
+        f"{len(results['tumour_free']['cases'])} tumour-free, {len(results['failed'])} failed"
     )
     for name, row in results["summary"].items():
-        print(
-            f"{name:12s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
-            f"ASSD {row['assd_mean']:.2f} mm  (threshold {row['threshold']:.2f})"
-        )
+        if row["n_cases"]:
+            print(
+                f"{name:16s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
+                f"ASSD {row['assd_mean']:.2f} mm  HD95 {row['hd95_mean']:.2f} mm  "
+                f"(threshold {row['threshold']:.2f})"
+            )
     print(f"wrote {args.out}/results.json and results.md")
 
 
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_help = "'equivariant' or 'baseline' (bundled) or a .safetensors file"
     for name, helptext, positional in (
         ("cam", "write CAMs, fused CAMs and pseudo-masks of one case as NIfTI", "case"),
-        ("evaluate", "Dice/ASSD of every case with a segmentation under DATA_DIR", "data_dir"),
+        ("evaluate", "Dice/ASSD/HD95 of every labelled case under DATA_DIR", "data_dir"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument(
@@ -127,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="network arithmetic: bf16 where the device computes it natively, else fp32 "
             "(default auto)",
         )
+        if name == "evaluate":
+            p.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="cases evaluated at once, one process each (default 1; memory grows with it)",
+            )
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="reuse the cases an earlier run with the same settings kept in OUT_DIR/cases",
+            )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 
     p = sub.add_parser("view", help="open napari with a case (default: the sample case)")
