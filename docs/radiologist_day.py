@@ -7,15 +7,17 @@ slices of the fused mask with the brush, fills the slices between them (Shift-I)
 (Shift-S) and goes to the next case (Shift-N), keys sent to the canvas as a user types them.
 After two cases napari is closed; reopening the folder must resume at case 3, which is then
 done the same way. Prints the time per case and writes a screenshot at each step into
-``--out`` (default ``docs/day``). Run from the repository root::
+``--out``; ``--readme`` also writes the first case's filled mask as ``docs/screenshot_day.png``.
+Run from the repository root::
 
-    xvfb-run -a .venv/bin/python docs/radiologist_day.py [--out DIR]
+    xvfb-run -a .venv/bin/python docs/radiologist_day.py --out /tmp/day [--readme]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -83,7 +85,7 @@ def correct_case(viewer, inspector, shot) -> float:
     return time.monotonic() - start
 
 
-def main(out: Path) -> None:
+def main(out: Path, readme: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     write_cases(data, 5, seed=3, size="small")
@@ -101,6 +103,10 @@ def main(out: Path) -> None:
         case = inspector.cases.folder.ids[inspector.cases.folder.current]
         times[case] = correct_case(viewer, inspector, shot)
         key(viewer, "N")
+    if readme:
+        shutil.copy(
+            out / "BraTS2021_00000_3_filled.png", Path(__file__).parent / "screenshot_day.png"
+        )
     shot("5_before_close")
     viewer.close()
 
@@ -118,5 +124,7 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "day")
-    main(parser.parse_args().out)
+    parser.add_argument("--out", type=Path, required=True, help="folder for data and screenshots")
+    parser.add_argument("--readme", action="store_true", help="also write the README's screenshot")
+    args = parser.parse_args()
+    main(args.out, args.readme)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QScrollArea
 
 from equicam.plugin.layers import GROUND_TRUTH
 from equicam.plugin.viewer import open_viewer
@@ -82,6 +82,12 @@ def run_volume(inspector: CamInspector, model: str, method: str) -> None:
         raise RuntimeError(f"the run made no layer '{name}'")
 
 
+def show_in_dock(inspector: CamInspector, widget) -> None:
+    """Scroll the inspector's dock so that ``widget`` is in view."""
+    settle()
+    inspector.native.findChild(QScrollArea).ensureWidgetVisible(widget)
+
+
 def main(out: Path) -> None:
     """Open the sample case, drive the CAM inspector and save the four screenshots.
 
@@ -115,6 +121,7 @@ def main(out: Path) -> None:
     viewer.layers.selection.active = viewer.layers["FLAIR"]  # compare the default (fused) map
     inspector.comparison.side_by_side.value = "runs of one map"
     inspector.comparison.compare.clicked()
+    show_in_dock(inspector, inspector.comparison.table.native)
     shot("compare")
     inspector.comparison.side_by_side.value = "off"
 
@@ -132,6 +139,7 @@ def main(out: Path) -> None:
             with mask.block_history():
                 for x in np.flatnonzero(wrong):
                     mask.paint((z, y, x), label)
+    show_in_dock(inspector, inspector.masks.native)
     shot("corrected")
 
 

@@ -14,7 +14,7 @@ from napari.utils.colormaps import Colormap
 
 from equicam.core.brats import LAYER_NAMES
 from equicam.core.inference import METHOD_NAMES, CamResult
-from equicam.core.metrics import assd, dice
+from equicam.core.metrics import SurfaceReference, dice
 from equicam.plugin.layers import display_translate
 
 CAM_FADE = (0.3, 0.65)  # a CAM is transparent below the first value, opaque above the second
@@ -143,7 +143,7 @@ def default_mask_path(info: dict, layer_name: str) -> Path:
 
 
 def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> dict[str, list]:
-    """Dice and ASSD (mm) of each mask against the whole tumour ``truth > 0``.
+    """Dice, ASSD and HD95 (mm) of each mask against the whole tumour ``truth > 0``.
 
     Parameters
     ----------
@@ -157,13 +157,16 @@ def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> d
     Returns
     -------
     dict
-        Columns ``mask``, ``Dice``, ``ASSD (mm)`` (rounded for display).
+        Columns ``mask``, ``Dice``, ``ASSD (mm)``, ``HD95 (mm)`` (rounded for display).
     """
     whole = np.asarray(truth) > 0
-    rows: dict[str, list] = {"mask": [], "Dice": [], "ASSD (mm)": []}
+    surface = SurfaceReference(whole, tuple(spacing))  # the truth's surface, built once
+    rows: dict[str, list] = {"mask": [], "Dice": [], "ASSD (mm)": [], "HD95 (mm)": []}
     for name, mask in masks.items():
         pred = np.asarray(mask) > 0
+        scores = surface.scores(pred)
         rows["mask"].append(name)
         rows["Dice"].append(round(float(dice(pred, whole)), 3))
-        rows["ASSD (mm)"].append(round(float(assd(pred, whole, tuple(spacing))), 2))
+        rows["ASSD (mm)"].append(round(float(scores["assd"]), 2))
+        rows["HD95 (mm)"].append(round(float(scores["hd95"]), 2))
     return rows

@@ -147,11 +147,14 @@ class CaseNavigator(Container):
         folder = self.folder
         self.leaving.emit()
         self._remember_current()
+        # Unselect first: removing the selected layer repopulates the layer controls, which
+        # redraws the canvas mid-removal (a segfault seen with software OpenGL).
+        self.viewer.layers.selection.clear()
         for layer in [
             layer
             for layer in self.viewer.layers
             if "case_id" in layer_info(layer) or "underlay" in layer_info(layer)
-        ]:
+        ][::-1]:
             self.viewer.layers.remove(layer)
         files = folder.cases[index]
         folder.current = index
