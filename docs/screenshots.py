@@ -19,6 +19,8 @@ Every screenshot shows the slice with the largest tumour area. Run from the repo
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +99,8 @@ def main(out: Path) -> None:
         Folder the PNG files are written to.
     """
     out.mkdir(parents=True, exist_ok=True)
+    # the app's defaults, not this user's remembered choices
+    os.environ["EQUICAM_CONFIG"] = str(Path(tempfile.mkdtemp()) / "settings.json")
     viewer = open_viewer(run=False)
     _, inspector = viewer.window.add_plugin_dock_widget("napari-equicam", "CAM inspector")
     viewer.window.show()

@@ -1,5 +1,8 @@
 """Fixtures of the plugin tests: a tiny checkpoint and a folder of cases."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,10 +24,16 @@ def tiny_checkpoint(tmp_path_factory):
     )
 
 
-@pytest.fixture
-def case_folder(tmp_path):
-    """Three small synthetic cases (indices 0, 1, 2 of seed 3), written for this test."""
-    folder = tmp_path / "cases"
+@pytest.fixture(scope="session")
+def three_cases(tmp_path_factory):
+    """Three small synthetic cases (indices 0, 1, 2 of seed 3), written once."""
+    folder = tmp_path_factory.mktemp("three") / "cases"
     for index in range(3):
         write_case(folder, seed=3, index=index, size="small")
     return folder
+
+
+@pytest.fixture
+def case_folder(tmp_path, three_cases):
+    """A fresh copy of :func:`three_cases` for a test that saves masks into it."""
+    return Path(shutil.copytree(three_cases, tmp_path / "cases"))

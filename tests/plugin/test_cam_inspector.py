@@ -278,6 +278,9 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
         ],
     ]
     assert viewer.layers["CAM fused weighted (tiny)"].name_overlay.visible
+    for name in cells()[0]:  # one place in scanner mm: the scan under its CAM and mask
+        np.testing.assert_allclose(viewer.layers[name].translate, viewer.layers["FLAIR"].translate)
+    assert viewer.layers["mask fused weighted (tiny)"].contour == 1  # outlined in the grid
     assert widget.pickers["flair"].value == "FLAIR"
     assert "FLAIR (CAM fused weighted (tiny))" not in widget.pickers["flair"].choices
 

@@ -250,8 +250,10 @@ class CamInspector(Container):
         if (spec, device) not in self._models:
             self._models[(spec, device)] = load_checkpoint(spec, device=device)
         model, meta = self._models[(spec, device)]
-        if "threshold" in meta and not any(
-            "run" in layer_info(layer) for layer in self.viewer.layers
+        if (
+            self.per_map.value  # else the slider holds the user's (perhaps remembered) value
+            and "threshold" in meta
+            and not any("run" in layer_info(layer) for layer in self.viewer.layers)
         ):
             with self.threshold.changed.blocked():  # a default, not the user's choice
                 self.threshold.value = float(meta["threshold"])  # chosen on validation

@@ -51,6 +51,7 @@ class CaseNavigator(Container):
         super().__init__(labels=False)
         self.viewer, self.masks = viewer, masks
         self.folder: CaseFolder | None = None
+        self._loading = False  # statuses are not read from half-replaced layers
         self.title = Label(value="No folder of cases open")
         self.open_button = PushButton(text="Open folder...", tooltip="Open a folder of cases")
         self.previous = PushButton(text="◀ Previous", tooltip=shortcuts.tooltip("previous_case"))
@@ -147,6 +148,16 @@ class CaseNavigator(Container):
         folder = self.folder
         self.leaving.emit()
         self._remember_current()
+        self._loading = True
+        try:
+            self._replace_layers(folder, index)
+        finally:
+            self._loading = False
+        folder.remember()
+        self.refresh()
+        self.opened.emit(folder.ids[index])
+
+    def _replace_layers(self, folder: CaseFolder, index: int) -> None:
         # Unselect first: removing the selected layer repopulates the layer controls, which
         # redraws the canvas mid-removal (a segfault seen with software OpenGL).
         self.viewer.layers.selection.clear()
@@ -164,7 +175,6 @@ class CaseNavigator(Container):
                 case = load_case(files)
         except CaseError as error:
             notifications.show_error(f"Case navigator: {error}")
-            self.refresh()
             return
         for warning in caught:
             notifications.show_warning(str(warning.message))
@@ -189,9 +199,6 @@ class CaseNavigator(Container):
             )
             self.masks.watch(layer)
         self.viewer.reset_view()
-        folder.remember()
-        self.refresh()
-        self.opened.emit(case.case_id)
 
     # --- status -----------------------------------------------------------------------------
     def _case_masks(self, case_id: str) -> list[Labels]:
@@ -237,7 +244,7 @@ class CaseNavigator(Container):
     def refresh(self, _event=None) -> None:
         """Update the open case's row and the table from the layers and the files."""
         folder = self.folder
-        if folder is None:
+        if folder is None or self._loading:
             return
         case_id = folder.ids[folder.current]
         status, volume = self._current_state(case_id)

@@ -104,6 +104,7 @@ class ComparePanel(Container):
                 scan.data,
                 name=f"{scan.name} ({cam.name})",
                 scale=scan.scale,
+                translate=scan.translate,
                 colormap=scan.colormap,
                 contrast_limits=scan.contrast_limits,
                 metadata={"equicam": {"underlay": True}},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from magicgui.widgets import ComboBox, Container, Label
 from napari.layers import Image, Labels
+from qtpy.QtWidgets import QSizePolicy
 
 from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import layer_info
@@ -22,10 +23,10 @@ def _swatch(color: str, text: str) -> str:
 
 
 LEGEND = (
-    "ground truth (outline): "
+    "ground truth: "
     + " ".join(_swatch(LABEL_COLORS[k], v) for k, v in LABEL_NAMES.items())
-    + "&nbsp;&nbsp;"
-    + _swatch("deepskyblue", "pseudo-mask")
+    + "<br>pseudo-mask: "
+    + _swatch("deepskyblue", "tumour")
 )
 
 
@@ -49,7 +50,8 @@ class DisplayOptions(Container):
             f"{shortcuts.tooltip('toggle_ground_truth')}",
         )
         self.legend = Label(value=LEGEND)
-        self.legend.native.setWordWrap(True)
+        # never widen the dock for the legend (it would be clipped on a small screen)
+        self.legend.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.extend([Container(widgets=[self.mask_style]), self.legend])
         self.mask_style.changed.connect(self.apply_style)
         viewer.layers.events.inserted.connect(self._inserted)
@@ -77,7 +79,9 @@ class DisplayOptions(Container):
         ]
 
     def apply_style(self, _value=None) -> None:
-        """Fill or outline every pseudo-mask."""
+        """Fill or outline every pseudo-mask (the side-by-side grid outlines them itself)."""
+        if self.viewer.canvas.grid.enabled:
+            return
         for layer in self._masks():
             layer.contour = MASK_STYLES[self.mask_style.value]
 
