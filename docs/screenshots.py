@@ -87,7 +87,9 @@ def run_volume(inspector: CamInspector, model: str, method: str) -> None:
 def show_in_dock(inspector: CamInspector, widget) -> None:
     """Scroll the inspector's dock so that ``widget`` is in view."""
     settle()
-    inspector.native.findChild(QScrollArea).ensureWidgetVisible(widget)
+    scroll = inspector.native.findChild(QScrollArea)
+    scroll.ensureWidgetVisible(widget)
+    scroll.horizontalScrollBar().setValue(0)  # the dock's left edge, as a user sees it
 
 
 def main(out: Path) -> None:

@@ -6,6 +6,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 
 from equicam.core import mask_edit
+from equicam.plugin import shortcuts
 
 pytestmark = pytest.mark.gui
 SPACING = (3.0, 1.0, 1.0)  # thick slices: millimetres must follow the spacing
@@ -75,7 +76,8 @@ def test_fill_between_slices_drawn_with_the_brush_then_undo(make_napari_viewer):
                 for x in range(10, 20):
                     layer.paint((z, y, x), 1)
     drawn = np.array(layer.data)
-    assert "Shift" in widget.fill_between.tooltip
+    assert shortcuts.keys("interpolate")  # bound, and named in the button's tooltip
+    assert widget.fill_between.tooltip.endswith(f"({shortcuts.keys('interpolate')})")
     QTest.keyClick(viewer.window._qt_viewer, Qt.Key.Key_I, Qt.KeyboardModifier.ShiftModifier)
     expected = mask_edit.interpolate_slices(drawn, 0, [1, 7], SPACING)
     np.testing.assert_array_equal(layer.data != 0, expected)

@@ -1,4 +1,4 @@
-"""Settings remembered across launches; layers placed in scanner millimetres."""
+"""Remembered settings, layers placed in scanner mm, folders of cases told from one case."""
 
 import json
 
@@ -59,3 +59,15 @@ def test_each_voxel_lands_on_its_scanner_position(tmp_path, affine):
     display_index = np.argwhere(case.geometry.to_display(marker))[0]
     x, y, z = nib.affines.apply_affine(affine, file_index)
     np.testing.assert_allclose(translate + scale * display_index, (z, -y, -x))
+
+
+def test_a_folder_of_cases_is_told_from_one_case_and_from_other_folders(tmp_path):
+    from equicam.plugin.cases import holds_cases
+
+    one = write_case(tmp_path / "data" / "Case_001", case_id="Case_001")
+    assert not holds_cases(one) and not holds_cases(tmp_path / "missing")
+    assert holds_cases(tmp_path / "data")  # one case in a sub-folder is a folder of cases
+    write_case(tmp_path / "data" / "Case_002", case_id="Case_002")
+    assert holds_cases(tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    assert not holds_cases(tmp_path / "empty")

@@ -22,20 +22,23 @@ STATUSES = ("new", "maps computed", "edited", "saved")
 
 
 def holds_cases(path: Path) -> bool:
-    """Whether ``path`` is a folder with several cases in it or in its sub-folders (one level
-    deep, so that probing a large folder stays quick)."""
-    if not path.is_dir():
-        return False
-    found = 0
-    for folder in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+    """Whether ``path`` is a folder of cases (not one case): NIfTI files in it or in its
+    sub-folders, forming cases. Only then is the (recursive) search run, so that probing a
+    large unrelated folder stays quick; never raises."""
+    try:
+        if not path.is_dir():
+            return False
         try:
-            find_case(folder)
-            found += 1
-        except CaseError as error:
-            found += 2 if "cases (" in error.problem else 0  # a folder holding several
-        if found > 1:
-            return True
-    return False
+            find_case(path)
+            return False  # a single case: opened as such
+        except CaseError:
+            pass
+        folders = [path, *(p for p in path.iterdir() if p.is_dir())]
+        if not any(f.name.endswith((".nii", ".nii.gz")) for d in folders for f in d.iterdir()):
+            return False
+        return bool(find_cases(path))
+    except (CaseError, OSError):
+        return False
 
 
 def saved_masks(files: CaseFiles) -> list[Path]:

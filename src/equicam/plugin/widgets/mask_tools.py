@@ -87,6 +87,7 @@ class MaskTools(Container):
         self.viewer = viewer
         self._close_guard = _CloseGuard(self)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # a long mask name must not widen the dock
         self.save_path = FileEdit(label="save as", mode="w", filter="*.nii.gz")
         self.save = PushButton(text="Save selected mask", tooltip=shortcuts.tooltip("save_mask"))
         self.extend([self.status, self.save_path, self.save])
