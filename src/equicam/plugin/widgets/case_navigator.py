@@ -53,6 +53,7 @@ class CaseNavigator(Container):
         self.folder: CaseFolder | None = None
         self._loading = False  # statuses are not read from half-replaced layers
         self.title = Label(value="No folder of cases open")
+        self.title.native.setWordWrap(True)  # a long case id must not widen the dock
         self.open_button = PushButton(text="Open folder...", tooltip="Open a folder of cases")
         self.previous = PushButton(text="◀ Previous", tooltip=shortcuts.tooltip("previous_case"))
         self.next = PushButton(text="Next ▶", tooltip=shortcuts.tooltip("next_case"))

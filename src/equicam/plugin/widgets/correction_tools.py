@@ -79,6 +79,7 @@ class CorrectionTools(Container):
         self.grow = PushButton(text="Grow", tooltip="Add every voxel within the margin (mm)")
         self.shrink = PushButton(text="Shrink", tooltip="Peel the margin (mm) off the mask")
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)
         row = Container(widgets=[self.remove_islands, self.min_island], layout="horizontal")
         margin_row = Container(widgets=[self.grow, self.shrink, self.margin], layout="horizontal")
         for r in (row, margin_row):
