@@ -29,7 +29,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils import notifications, progress
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea
+from qtpy.QtWidgets import QFrame, QScrollArea, QStyle
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.evaluation import chosen_thresholds
@@ -153,7 +153,11 @@ class CamInspector(Container):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(body.native)
-        scroll.setMinimumWidth(body.native.minimumSizeHint().width() + 16)
+        # a scroll bar that is always there is counted in the dock's width (one that comes and
+        # goes would cover the right edge of the controls)
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        bar = scroll.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        scroll.setMinimumWidth(body.native.minimumSizeHint().width() + bar + 4)
         self.native.layout().addWidget(scroll)
         self.margins = (0, 0, 0, 0)
         self.model.changed.connect(

@@ -60,7 +60,7 @@ class CorrectionTools(Container):
             ),
         )
         self.min_island = FloatSpinBox(
-            label="smallest island (mm³)", value=100.0, min=0.0, max=1e6, step=10.0
+            label="under (mm³)", value=100.0, min=0.0, max=1e6, step=10.0
         )
         self.remove_islands = PushButton(
             text="Remove islands", tooltip="Delete connected pieces under the size set here"
@@ -75,7 +75,7 @@ class CorrectionTools(Container):
         self.fill_holes = PushButton(
             text="Fill holes", tooltip="Fill background the mask encloses, slice by slice"
         )
-        self.margin = FloatSpinBox(label="margin (mm)", value=2.0, min=0.0, max=50.0, step=0.5)
+        self.margin = FloatSpinBox(label="by (mm)", value=2.0, min=0.0, max=50.0, step=0.5)
         self.grow = PushButton(text="Grow", tooltip="Add every voxel within the margin (mm)")
         self.shrink = PushButton(text="Shrink", tooltip="Peel the margin (mm) off the mask")
         self.status = Label(value="")
@@ -84,9 +84,11 @@ class CorrectionTools(Container):
         margin_row = Container(widgets=[self.grow, self.shrink, self.margin], layout="horizontal")
         for r in (row, margin_row):
             r.margins = (0, 0, 0, 0)
+        title = Label(value="<b>Correct the selected mask</b> (Ctrl-Z undoes each tool)")
+        title.native.setWordWrap(True)
         self.extend(
             [
-                Label(value="<b>Correct the selected mask</b> (Ctrl-Z undoes each tool)"),
+                title,
                 self.fill_between,
                 row,
                 self.keep_here,
