@@ -3,8 +3,9 @@
 A case opens as its modalities and ground truth. Any other NIfTI file opens as a mask (a
 Labels layer): with the geometry of the case it lies next to or inside (or whose ``cam.json``
 names it), so that it saves back in that case's geometry; on its own, with its own geometry.
-Whatever cannot be opened raises :class:`~equicam.core.errors.EquicamError` with the reason,
-which napari shows to the user.
+A folder of several cases opens in the case navigator of the CAM inspector (docked if
+needed). Whatever cannot be opened raises :class:`~equicam.core.errors.EquicamError` with
+the reason, which napari shows to the user.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from equicam.core.brats import (
     load_case,
     read_nifti,
 )
+from equicam.plugin.cases import holds_cases
 from equicam.plugin.layers import LABEL_COLORS, case_layers
 
 _NIFTI_ENDINGS = (".nii", ".nii.gz")
@@ -51,11 +53,32 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
     if _is_nifti(path):
         return read
     try:
-        if path.is_dir() and any(_is_nifti(p) for p in path.iterdir()):
-            return read
+        if not path.is_dir():
+            return None
+        find_case(path)
+    except CaseError:
+        if holds_cases(path):
+            return read_folder
+        return read if any(_is_nifti(p) for p in path.iterdir()) else None
     except OSError:
         return None
-    return None
+    return read
+
+
+def read_folder(path: str | list[str]) -> list[tuple]:
+    """Open a folder of cases in the CAM inspector's case navigator (no layers returned here:
+    the navigator adds the case it opens)."""
+    import napari
+
+    from equicam.plugin.viewer import open_folder
+
+    if isinstance(path, list):
+        path = path[0]
+    viewer = napari.current_viewer()
+    if viewer is None:
+        raise CaseError(path, "a folder of cases opens only in a napari window")
+    open_folder(viewer, path)
+    return [(None,)]
 
 
 def read(path: str | list[str]) -> list[tuple]:
@@ -158,7 +181,7 @@ def read_mask(path: Path) -> list[tuple]:
         "case_folder": str(folder),
         "geometry": geometry,
         "inputs": inputs,
-        "saved_path": str(path),
+        "saved_file": str(path),
         "saved": True,
         "edited": False,
     }

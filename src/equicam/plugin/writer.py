@@ -84,9 +84,9 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
     """The plugin's "Save": write a mask without ever replacing another saved mask.
 
     ``path`` is replaced only when it is the file this layer was last saved to or opened
-    from (``info["saved_path"]``); any other existing file is kept and the mask is written
+    from (``info["saved_file"]``); any other existing file is kept and the mask is written
     beside it (``name_2.nii.gz``...). A folder under the user's mask folder is created.
-    Records the written file in ``info["saved_path"]``.
+    Records the written file in ``info["saved_file"]``.
 
     Raises
     ------
@@ -98,11 +98,11 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
     _check_labels(path, labels)
     if path.parent.resolve().is_relative_to(user_mask_folder().resolve()):
         path.parent.mkdir(parents=True, exist_ok=True)
-    own = info.get("saved_path") == str(path)
+    own = info.get("saved_file") == str(path)
     candidate, number = path, 1
     while candidate.exists() and not (own and candidate == path):
         number += 1
         candidate = numbered(path, number)
     written = save_volume(labels, info["geometry"], candidate, protect=info["inputs"], replace=own)
-    info["saved_path"] = str(written)
+    info["saved_file"] = str(written)
     return written
