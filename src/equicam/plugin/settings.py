@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from equicam.core.atomic import publish
+from equicam.core.atomic import SaveError, write_file
 
 ENV_VAR = "EQUICAM_CONFIG"
 
@@ -51,11 +50,8 @@ def update_settings(section: str, values: Mapping[str, Any]) -> None:
     data[section] = {**data.get(section, {}), **values}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        publish(tmp, path)
-    except OSError:  # a read-only home must not break the app: settings are a convenience
+        write_file(path, json.dumps(data, indent=1, sort_keys=True), replace=True)
+    except (OSError, SaveError):  # a read-only home must not break the app: a convenience
         return
 
 
