@@ -85,6 +85,8 @@ def run_kind(name: str, root: Path) -> Outcome:
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             status = main(run.argv)
+    except SystemExit as exit_:  # argparse's own refusal of a flag: usage and one line
+        status = exit_.code
     except BaseException:  # noqa: BLE001 - an escaped exception is what is being counted
         status, text = -1, "Traceback (escaped main)\n" + traceback.format_exc()
         stderr.write(text)

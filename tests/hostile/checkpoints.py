@@ -77,7 +77,11 @@ def _truncated_checkpoint(root: Path) -> Run:
 def _folder_checkpoint(root: Path) -> Run:
     folder = root / "ckpt.safetensors"
     folder.mkdir()
-    return Run(cam_argv(root, write_test_case(root), folder), "not a regular file", folder)
+    return Run(
+        cam_argv(root, write_test_case(root), folder),
+        "neither a bundled model|not a regular file",
+        folder,
+    )
 
 
 def _model(**settings):
@@ -87,8 +91,10 @@ def _model(**settings):
 
 CHECKPOINT_KINDS = {
     "checkpoint missing": lambda r: Run(
-        cam_argv(r, write_test_case(r), r / "no.safetensors"), "no such", r / "no.safetensors"
-    ),  # fmt: skip
+        cam_argv(r, write_test_case(r), r / "no.safetensors"),
+        "neither a bundled model|no such",
+        r / "no.safetensors",
+    ),
     "checkpoint is a folder": _folder_checkpoint,
     "pickle .pt with a payload": _ckpt(raw=pickle.dumps(_Payload()), phrase="never unpickled"),
     "random bytes checkpoint": _ckpt(raw=os.urandom(5000), phrase="not a readable"),
