@@ -330,18 +330,23 @@ def _copy_case(source: Path, folder: Path, case_id: str, keep_box=None) -> Path:
 
 @pytest.fixture(scope="module")
 def cohort_dir(synthetic_cases, tmp_path_factory):
-    """Five labelled cases: three large tumours, a tumour-free patient, and two small tumours
-    (the multifocal case's labels cut down to a box) so that every stratum has members."""
+    """Five labelled cases: a tumour-free patient and tumours in every stratum whatever the
+    generator draws: the multifocal case's labels cut down to a box (small), and a ball of
+    about 150 cm3 labelled as oedema in a copy of case 0 (large)."""
     folder = tmp_path_factory.mktemp("cohort")
     for case in ("BraTS2021_00000", "BraTS2021_00006", "BraTS2021_00009"):
         (folder / case).symlink_to(synthetic_cases / case)
     seg = nib.load(synthetic_cases / "BraTS2021_00008" / "BraTS2021_00008_seg.nii.gz")
     first_axis = np.argwhere(np.asarray(seg.dataobj) > 0)[:, 0]
-    # Labels cut to the first tenth and first half of the tumour along one axis: about 12
-    # and 62 of its 124 cm3.
-    for case_id, share in (("BraTS2021_00100", 0.1), ("BraTS2021_00101", 0.5)):
-        cut = int(np.quantile(first_axis, share))
-        _copy_case(synthetic_cases / "BraTS2021_00008", folder, case_id, (slice(0, cut),))
+    cut = int(np.quantile(first_axis, 0.1))  # the first tenth of the tumour along one axis
+    _copy_case(synthetic_cases / "BraTS2021_00008", folder, "BraTS2021_00100", (slice(0, cut),))
+    large = _copy_case(synthetic_cases / "BraTS2021_00000", folder, "BraTS2021_00101")
+    seg_path = large / "BraTS2021_00101_seg.nii.gz"
+    image = nib.load(seg_path)
+    grid = np.indices(image.shape) - (np.array(image.shape) // 2).reshape(3, 1, 1, 1)
+    ball = (grid**2).sum(axis=0) <= 16.5**2  # 2 mm voxels: about 150 cm3
+    labels = np.where(ball, 2, 0).astype(np.uint8)
+    nib.save(nib.Nifti1Image(labels, image.affine, image.header), seg_path)
     return folder
 
 
