@@ -56,7 +56,16 @@ def grow(mask: np.ndarray, spacing: Sequence[float], mm: float) -> np.ndarray:
         raise ValueError(f"growth must be >= 0 mm, got {mm}")
     if mm == 0 or not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
+    # Only voxels within ``mm`` of the mask's bounding box can join: work in that box.
+    box = []
+    for axis, (n, size) in enumerate(zip(mask.shape, spacing, strict=True)):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = int(np.ceil(mm / size)) + 1
+        box.append(slice(max(hits[0] - margin, 0), min(hits[-1] + margin + 1, n)))
+    box = tuple(box)
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= mm
+    return out
 
 
 def shrink(mask: np.ndarray, spacing: Sequence[float], mm: float) -> np.ndarray:
