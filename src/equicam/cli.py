@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
+PROTOCOLS = ("paper", "refined")
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -42,6 +43,7 @@ def _cam(args: argparse.Namespace) -> None:
         device=args.device,
         threshold=args.threshold,
         precision=args.precision,
+        protocol=args.protocol,
     )
     for path in written:
         print(path)
@@ -58,7 +60,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         threshold=args.threshold,
         precision=args.precision,
+        protocol=args.protocol,
     )
+    print(f"protocol {results['protocol']}")
     for name, row in results["summary"].items():
         print(
             f"{name:12s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
@@ -126,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
             default="auto",
             help="network arithmetic: bf16 where the device computes it natively, else fp32 "
             "(default auto)",
+        )
+        p.add_argument(
+            "--protocol",
+            choices=PROTOCOLS,
+            default=None,
+            help="post-processing: paper (per-slice min-max, classifier gating, threshold) or "
+            "refined (per-volume normalisation, z-smoothed gate, components, growth in mm); "
+            "default: the checkpoint's, the one that measured best on its validation patients",
         )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 

@@ -20,6 +20,7 @@ from equicam import __version__
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case, save_volume
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.core.refine import apply_protocol
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
 DEFAULT_THRESHOLD = 0.5
@@ -98,6 +99,7 @@ def cam_case(
     device: str = "auto",
     threshold: float | None = None,
     precision: str = "auto",
+    protocol: str | None = None,
 ) -> list[Path]:
     """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
 
@@ -117,6 +119,9 @@ def cam_case(
         Mask threshold of every map; default the checkpoint's (see :func:`chosen_thresholds`).
     precision
         ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
+    protocol
+        ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
+        checkpoint's recommendation.
 
     Returns
     -------
@@ -132,16 +137,16 @@ def cam_case(
     if threshold is not None:
         _check_threshold(threshold)
     model, meta, device, source = _load_model(checkpoint, device)
+    protocol = _protocol(meta, protocol, source)
     precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
     out = _make_folder(Path(out_dir))
     result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
-    thresholds = chosen_thresholds(meta, threshold, result.all_maps())
-    jobs = [(v, out / f"cam_{name}.nii.gz", "float32") for name, v in result.all_maps().items()]
-    jobs += [
-        (mask, _mask_path(out, name, mask, case), "uint8")
-        for name, mask in result.masks(thresholds).items()
-    ]
+    maps, masks, settings = apply_protocol(
+        result, protocol, meta, case.spacing, threshold, model.fusion_weights
+    )
+    jobs = [(v, out / f"cam_{name}.nii.gz", "float32") for name, v in maps.items()]
+    jobs += [(mask, _mask_path(out, name, mask, case), "uint8") for name, mask in masks.items()]
 
     def write(job):
         array, path, dtype = job
@@ -156,7 +161,9 @@ def cam_case(
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
-        "thresholds": thresholds,
+        "protocol": protocol,
+        "thresholds": _thresholds_of(settings),
+        "protocol_settings": settings,
         "modalities": list(result.maps),
         "device": device,
         "precision": precision,
@@ -165,6 +172,23 @@ def cam_case(
     }
     (out / "cam.json").write_text(json.dumps(provenance, indent=2))
     return [*written, out / "cam.json"]
+
+
+def _protocol(meta: dict, protocol: str | None, source) -> str:
+    """The protocol to run: ``protocol`` or the checkpoint's default; refined needs settings."""
+    from equicam.core.refine import check_protocol, default_protocol, refinement_of
+
+    protocol = default_protocol(meta) if protocol is None else check_protocol(protocol)
+    if protocol == "refined":
+        refinement_of(meta, str(source))
+    return protocol
+
+
+def _thresholds_of(settings: dict) -> dict[str, float]:
+    """Map name -> mask threshold of :func:`~equicam.core.refine.apply_protocol`'s settings."""
+    if "thresholds" in settings:
+        return settings["thresholds"]
+    return {name: s["threshold"] for name, s in settings["maps"].items()}
 
 
 def _make_folder(folder: Path) -> Path:
@@ -241,6 +265,7 @@ def evaluate(
     thresholds: Sequence[float] = SWEEP,
     fusions: Sequence[str] = ("mean", "max", "geometric", "weighted"),
     precision: str = "auto",
+    protocol: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Dice and ASSD of every case with a segmentation under ``data_dir``.
@@ -269,6 +294,10 @@ def evaluate(
         Fusions evaluated as ``fused_<name>`` maps.
     precision
         ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
+    protocol
+        ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
+        checkpoint's recommendation. The summary scores each map's mask under the protocol;
+        the sweep thresholds the protocol's maps without the refined mask steps.
     log
         Receives one line per case.
 
@@ -291,7 +320,9 @@ def evaluate(
         if rank == 0:  # an unwritable folder is found before the long part, not after
             _make_folder(out)
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
+        protocol = _protocol(meta, protocol, source)
         precision = resolve_precision(precision, device)
+        settings: dict = {}
         labelled = []
         for files in find_cases(data_dir):
             if files.seg is not None:
@@ -315,16 +346,26 @@ def evaluate(
                     case, model, method=method, device=device, fusions=fusions, precision=precision
                 )
             )
-            truth, maps = case.whole_tumour, result.all_maps()
-            chosen.update(chosen_thresholds(meta, threshold, maps))
+            truth = case.whole_tumour
+            maps, masks, settings = apply_protocol(
+                result, protocol, meta, case.spacing, threshold, model.fusion_weights
+            )
+            chosen.update(_thresholds_of(settings))
             rows = {}
             for name, v in maps.items():
-                for t in {chosen[name], *sweep}:
+                rows[name, None] = {
+                    "dice": dice(masks[name], truth),
+                    "assd": assd(masks[name], truth, case.spacing),
+                }
+                for t in sweep:
+                    if protocol == "paper" and t == chosen[name]:  # the same mask
+                        rows[name, t] = rows[name, None]
+                        continue
                     rows[name, t] = {
                         "dice": dice(v >= t, truth),
                         "assd": assd(v >= t, truth, case.spacing),
                     }
-            per_case[case.case_id] = {name: rows[name, chosen[name]] for name in maps}
+            per_case[case.case_id] = {name: rows[name, None] for name in maps}
             for t in sweep:
                 swept[t][case.case_id] = {name: rows[name, t] for name in maps}
             log(
@@ -335,10 +376,11 @@ def evaluate(
             import torch.distributed as dist
 
             shards: list = [None] * world
-            dist.all_gather_object(shards, (per_case, swept, chosen))
+            dist.all_gather_object(shards, (per_case, swept, chosen, settings))
             per_case = {k: v for shard in shards for k, v in shard[0].items()}
             swept = {t: {k: v for shard in shards for k, v in shard[1][t].items()} for t in sweep}
             chosen = {k: v for shard in shards for k, v in shard[2].items()}
+            settings = next((shard[3] for shard in shards if shard[3]), settings)
     finally:
         if joined:
             import torch.distributed as dist
@@ -350,6 +392,8 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
+        "protocol": protocol,
+        "protocol_settings": settings,
         "cases": list(per_case),
         "summary": summarise(per_case, chosen),
         "per_case": per_case,
@@ -375,6 +419,7 @@ def results_table(results: dict) -> str:
     summary, sweep = results["summary"], results["sweep"]
     lines = [
         f"Checkpoint `{results['checkpoint']}`, method `{results['method']}`, "
+        f"protocol `{results.get('protocol', 'paper')}`, "
         f"{len(results['cases'])} cases.",
         "",
         "| map | Dice | ASSD (mm) | threshold |",

@@ -2,7 +2,7 @@
 
 Cache layout (``OUT``)::
 
-    meta.json          modalities, size, normalisation, cases, spacing, source, counts
+    meta.json          modalities, size, normalisation, cases, spacing, shapes, source, counts
     images.npy         float16 (N, M, S, S)  normalised axial slices, modality order of meta
     labels.npy         uint8 (N,)            1 when the slice holds any tumour voxel
     masks.npy          uint8 (N, S, S)       whole-tumour mask (evaluation only)
@@ -96,7 +96,7 @@ def prepare(
     parts = []
     work = Path(tempfile.mkdtemp(dir=out, prefix=".prepare-"))
     try:
-        kept, spacing = [], {}
+        kept, spacing, shapes = [], {}, {}
         for files in cases:
             if files.seg is None:
                 warnings.warn(
@@ -123,6 +123,7 @@ def prepare(
             )
             parts.append(path)
             spacing[files.case_id] = list(case.spacing)
+            shapes[files.case_id] = list(brain.shape)
             kept.append(files.case_id)
             positive = int(masks.any(axis=(1, 2)).sum())
             log(f"{files.case_id}: {len(keep)} slices, {positive} with tumour")
@@ -143,6 +144,7 @@ def prepare(
         "normalisation": NORMALISATION,
         "cases": kept,
         "spacing": spacing,
+        "shapes": shapes,
         "source": str(Path(data_dir).resolve()),
         "seed": seed,
         "n_slices": int(labels.size),
