@@ -28,7 +28,7 @@ WEIGHT_STEPS = 4  # weights in quarters: 35 candidates for four modalities
 # The refined protocol's search grid (see calibrate_refined).
 Z_SIGMAS_MM = (0.0, 4.0, 8.0)
 GATES = (0.3, 0.5, 0.7)
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.81, 0.1))
+THRESHOLDS = tuple(float(round(t, 2)) for t in np.arange(0.1, 0.81, 0.1))
 COMPONENTS = ((False, 0.0), (False, 500.0), (True, 0.0))  # (largest only, min size mm3)
 GROWS_MM = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 DICE_TOLERANCE = 0.005  # Dice this close to the best counts as a tie

@@ -24,7 +24,7 @@ in the checkpoint metadata under ``refined``::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import ndimage
@@ -64,9 +64,20 @@ class Refinement:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Refinement:
-        """Read the checkpoint's ``refined`` entry; raises ValueError when it is malformed."""
+        """Read the checkpoint's ``refined`` entry; raises ValueError when it is malformed.
+
+        Each map's entry needs a ``threshold``; keys other than the settings (validation
+        scores) are ignored.
+        """
+        names = {f.name for f in fields(MaskSettings)}
         try:
-            maps = {k: MaskSettings(**v) for k, v in data.get("maps", {}).items()}
+            maps = {
+                k: MaskSettings(
+                    threshold=v["threshold"],
+                    **{f: v[f] for f in (names - {"threshold"}) & v.keys()},
+                )
+                for k, v in data.get("maps", {}).items()
+            }
             return cls(float(data["z_sigma_mm"]), float(data["gate"]), maps)
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"refined settings not understood ({error!r})") from None
