@@ -123,15 +123,25 @@ def _pick(candidates: list[tuple[float, float, object]]) -> tuple[float, float, 
     return min(close, key=lambda c: (c[1], -c[0]))
 
 
-def _score(masks_and_truths: list, spacings: list) -> tuple[float, float]:
+def _case_score(mask: np.ndarray, truth: np.ndarray, spacing) -> tuple[str, float]:
+    """``("dice", Dice)`` for a tumour patient, ``("fp", cm3 of mask)`` for a tumour-free one."""
+    if truth.any():
+        return "dice", dice(mask, truth)
+    return "fp", float(mask.sum() * np.prod(spacing) / 1000.0)
+
+
+def _mean_scores(scores: list[tuple[str, float]]) -> tuple[float, float]:
     """Mean Dice over tumour patients, mean false-positive cm3 over tumour-free ones."""
-    dices = [dice(m, t) for m, t in masks_and_truths if t.any()]
-    fps = [
-        m.sum() * np.prod(s) / 1000.0
-        for (m, t), s in zip(masks_and_truths, spacings, strict=True)
-        if not t.any()
-    ]
+    dices = [v for kind, v in scores if kind == "dice"]
+    fps = [v for kind, v in scores if kind == "fp"]
     return float(np.mean(dices)), float(np.mean(fps)) if fps else 0.0
+
+
+def _score(masks: list, truths: list, spacings: list) -> tuple[float, float]:
+    """:func:`_mean_scores` of masks against their truths."""
+    return _mean_scores(
+        [_case_score(m, t, s) for m, t, s in zip(masks, truths, spacings, strict=True)]
+    )
 
 
 def calibrate_refined(cases: list, weights: dict | None) -> dict:
@@ -154,47 +164,35 @@ def calibrate_refined(cases: list, weights: dict | None) -> dict:
         The checkpoint's ``refined`` entry (see :mod:`equicam.core.refine`); each map's entry
         also holds its validation ``dice`` and ``fp_cm3``.
     """
-    spacings = [s for _, _, s in cases]
-    gates = []
+    truths = [truth for _, truth, _ in cases]
+    spacings = [spacing for _, _, spacing in cases]
+    best = None  # (score, refinement, maps of each case): only the best gate is kept
     for z_sigma_mm, gate in itertools.product(Z_SIGMAS_MM, GATES):
         refinement = Refinement(z_sigma_mm, gate)
         maps = [refined_maps(r, s[0], refinement, weights) for r, _, s in cases]
-        per_map = [
-            _pick(
-                [
-                    (
-                        *_score(
-                            [(m[name] >= t, c[1]) for m, c in zip(maps, cases, strict=True)],
-                            spacings,
-                        ),
-                        t,
-                    )
-                    for t in THRESHOLDS
-                ]
-            )[0]
-            for name in maps[0]
-        ]
-        gates.append((float(np.mean(per_map)), 0.0, (refinement, maps)))
-    refinement, maps = max(gates, key=lambda g: g[0])[2]
+        per_map = []
+        for name in maps[0]:
+            scored = [
+                (*_score([m[name] >= t for m in maps], truths, spacings), t) for t in THRESHOLDS
+            ]
+            per_map.append(_pick(scored)[0])
+        if best is None or np.mean(per_map) > best[0]:
+            best = (float(np.mean(per_map)), refinement, maps)
+    _, refinement, maps = best
     chosen = {}
     for name in maps[0]:
         candidates = []
         for t, (largest, min_mm3) in itertools.product(THRESHOLDS, COMPONENTS):
-            settings = MaskSettings(t, largest, min_mm3)
-            filtered = [
-                refined_mask(m[name], r.brain, s, settings)
-                for m, (r, _, s) in zip(maps, cases, strict=True)
-            ]
-            distances = [
-                distance_to(f, s, max(GROWS_MM)) for f, s in zip(filtered, spacings, strict=True)
-            ]
-            for g in GROWS_MM:
-                grown = [
-                    (d <= g) & r.brain if g else f
-                    for d, f, (r, _, _) in zip(distances, filtered, cases, strict=True)
-                ]
-                score = _score([(m, c[1]) for m, c in zip(grown, cases, strict=True)], spacings)
-                candidates.append((*score, MaskSettings(t, largest, min_mm3, g)))
+            scores = {g: [] for g in GROWS_MM}  # one growth's scores, case by case
+            for case_maps, (result, truth, spacing) in zip(maps, cases, strict=True):
+                settings = MaskSettings(t, largest, min_mm3)
+                kept = refined_mask(case_maps[name], result.brain, spacing, settings)
+                distance = distance_to(kept, spacing, max(GROWS_MM))
+                for g in GROWS_MM:
+                    mask = (distance <= g) & result.brain if g else kept
+                    scores[g].append(_case_score(mask, truth, spacing))
+            for g, per_case in scores.items():
+                candidates.append((*_mean_scores(per_case), MaskSettings(t, largest, min_mm3, g)))
         d, fp, settings = _pick(candidates)
         chosen[name] = {**settings.to_dict(), "dice": d, "fp_cm3": fp}
     return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}

@@ -318,7 +318,9 @@ def test_the_refined_protocol_is_the_checkpoints_default_and_recorded(synthetic_
     data = tmp_path / "data"
     data.mkdir()
     (data / case.name).symlink_to(case)
-    results = evaluate(data, path, tmp_path / "eval", device="cpu", log=lambda line: None)
+    results = evaluate(
+        data, path, tmp_path / "eval", device="cpu", thresholds=(), log=lambda line: None
+    )
     assert results["protocol"] == "refined"
     assert results["protocol_settings"]["maps"]["fused_mean"] == settings
     assert "protocol `refined`" in (tmp_path / "eval" / "results.md").read_text()
@@ -337,7 +339,13 @@ def test_the_refined_protocol_is_the_checkpoints_default_and_recorded(synthetic_
             dice(mask, loaded.whole_tumour)
         )
     paper = evaluate(
-        data, path, tmp_path / "paper", device="cpu", protocol="paper", log=lambda line: None
+        data,
+        path,
+        tmp_path / "paper",
+        device="cpu",
+        thresholds=(),
+        protocol="paper",
+        log=lambda line: None,
     )
     assert paper["protocol"] == "paper"
     assert paper["protocol_settings"] == {"thresholds": dict.fromkeys(MAPS, 0.4)}

@@ -20,7 +20,7 @@ from equicam import __version__
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case, save_volume
 from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
-from equicam.core.refine import apply_protocol
+from equicam.core.refine import apply_protocol, check_protocol, default_protocol, refinement_of
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
 DEFAULT_THRESHOLD = 0.5
@@ -176,8 +176,6 @@ def cam_case(
 
 def _protocol(meta: dict, protocol: str | None, source) -> str:
     """The protocol to run: ``protocol`` or the checkpoint's default; refined needs settings."""
-    from equicam.core.refine import check_protocol, default_protocol, refinement_of
-
     protocol = default_protocol(meta) if protocol is None else check_protocol(protocol)
     if protocol == "refined":
         refinement_of(meta, str(source))
