@@ -13,13 +13,14 @@ from collections.abc import Sequence
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
 PROTOCOLS = ("paper", "refined")
+FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
 
 
 def _synth(args: argparse.Namespace) -> None:
     from equicam.core.synth import write_cases
 
-    folders = write_cases(args.out_dir, args.cases, args.seed, args.size)
-    print(f"wrote {len(folders)} cases to {args.out_dir}")
+    folders = write_cases(args.out_dir, args.cases, args.seed, args.size, args.family)
+    print(f"wrote {len(folders)} cases ({args.family}) to {args.out_dir}")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -61,13 +62,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         threshold=args.threshold,
         precision=args.precision,
         protocol=args.protocol,
+        workers=args.workers,
+        resume=args.resume,
     )
-    print(f"protocol {results['protocol']}")
+    print(
+        f"protocol {results['protocol']}: {len(results['tumour_patients'])} tumour patients, "
+        f"{len(results['tumour_free']['cases'])} tumour-free, {len(results['failed'])} failed"
+    )
     for name, row in results["summary"].items():
-        print(
-            f"{name:12s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
-            f"ASSD {row['assd_mean']:.2f} mm  (threshold {row['threshold']:.2f})"
-        )
+        if row["n_cases"]:
+            print(
+                f"{name:16s} Dice {row['dice_mean']:.3f} +- {row['dice_std']:.3f}  "
+                f"ASSD {row['assd_mean']:.2f} mm  HD95 {row['hd95_mean']:.2f} mm  "
+                f"(threshold {row['threshold']:.2f})"
+            )
     print(f"wrote {args.out}/results.json and results.md")
 
 
@@ -95,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full: 240x240x155 at 1 mm (BraTS grid); small: 2 mm grid for tests",
     )
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="train",
+        help="appearance family (field strength, sequences, acquisition): 'train' mixes "
+        "clinical-1.5T and research-3T per case; clinical-3T is the held-out test family "
+        "(default train)",
+    )
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("prepare", help="build the 2-D slice cache and patient splits for training")
@@ -107,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_help = "'equivariant' or 'baseline' (bundled) or a .safetensors file"
     for name, helptext, positional in (
         ("cam", "write CAMs, fused CAMs and pseudo-masks of one case as NIfTI", "case"),
-        ("evaluate", "Dice/ASSD of every case with a segmentation under DATA_DIR", "data_dir"),
+        ("evaluate", "Dice/ASSD/HD95 of every labelled case under DATA_DIR", "data_dir"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument(
@@ -139,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
             "refined (per-volume normalisation, z-smoothed gate, components, growth in mm); "
             "default: the checkpoint's, the one that measured best on its validation patients",
         )
+        if name == "evaluate":
+            p.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="cases evaluated at once, one process each (default 1; memory grows with it)",
+            )
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="reuse the cases an earlier run with the same settings kept in OUT_DIR/cases",
+            )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 
     p = sub.add_parser("view", help="open napari with a case (default: the sample case)")

@@ -14,8 +14,9 @@ from scipy import ndimage
 from equicam.cli import main
 from equicam.core.brats import CaseError, load_case
 from equicam.core.checkpoint import save_checkpoint
-from equicam.core.evaluation import cam_case, evaluate
-from equicam.core.metrics import assd, dice
+from equicam.core.evaluation import cam_case, case_maps, evaluate
+from equicam.core.inference import run_to_end
+from equicam.core.metrics import assd, dice, hd95
 from equicam.core.model import ModelConfig, MultiModalCAM
 from tests.conftest import two_process_torchrun
 
@@ -165,11 +166,14 @@ def test_evaluate_writes_the_documented_schema(synthetic_cases, checkpoint, tmp_
     assert results["cases"] == ["BraTS2021_00000", "BraTS2021_00006"]
     assert set(results["summary"]) == set(MAPS)
     for row in results["summary"].values():
-        assert set(row) >= {"dice_mean", "dice_std", "assd_mean", "threshold"}
+        assert set(row) >= {"dice_mean", "dice_std", "assd_mean", "hd95_mean", "threshold"}
         assert 0 <= row["dice_mean"] <= 1 and row["threshold"] == 0.4
+        assert row["hd95_mean"] >= 0
     for case_id in results["cases"]:
         assert set(results["per_case"][case_id]) == set(MAPS)
-        assert set(results["per_case"][case_id]["flair"]) == {"dice", "assd"}
+        assert set(results["per_case"][case_id]["flair"]) == {"dice", "assd", "hd95", "fp_cm3"}
+    assert results["failed"] == {} and results["tumour_patients"] == results["cases"]
+    assert set(results["strata"]) == {"< 30 cm3", "30-100 cm3", "> 100 cm3"}
     assert set(results["sweep"]) == {"0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8"}
     assert "| fused_mean |" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "dice_vs_threshold.png").stat().st_size > 1000
@@ -226,8 +230,11 @@ def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, chec
         scores = results["per_case"]["BraTS2021_00006"][name]
         assert scores["dice"] == pytest.approx(dice(mask, case.whole_tumour))
         assert scores["assd"] == pytest.approx(assd(mask, case.whole_tumour, case.spacing))
+        assert scores["hd95"] == pytest.approx(hd95(mask, case.whole_tumour, case.spacing))
+        outside = np.count_nonzero(mask.astype(bool) & ~case.whole_tumour)
+        assert scores["fp_cm3"] == pytest.approx(outside * np.prod(case.spacing) / 1000)
     table = (tmp_path / "eval" / "results.md").read_text()
-    assert "| fused_max |" in table and "Mean Dice per threshold" in table
+    assert "| fused_max |" in table and "Mean Dice of tumour patients per threshold" in table
     assert (tmp_path / "eval" / "dice_vs_threshold.png").is_file()
 
     unswept = evaluate(
@@ -244,7 +251,7 @@ def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, chec
     assert unswept["sweep"] == {} and unswept["per_case"] == results["per_case"]
     assert not (tmp_path / "unswept" / "dice_vs_threshold.png").exists()
     table = (tmp_path / "unswept" / "results.md").read_text()
-    assert "| fused_max |" in table and "Mean Dice per threshold" not in table
+    assert "| fused_max |" in table and "Mean Dice of tumour patients per threshold" not in table
 
 
 def test_a_case_with_fewer_modalities_gives_the_maps_it_can(synthetic_cases, checkpoint, tmp_path):
@@ -276,7 +283,7 @@ def test_bad_output_folder_or_threshold_fail_before_any_work(
         cam_case(case, checkpoint, tmp_path / "out", device="cpu", threshold=1.5)
 
 
-def test_evaluate_under_torchrun_shards_cases_and_matches_one_process(
+def test_evaluate_under_torchrun_shards_cases_and_gives_exactly_one_process_results(
     synthetic_cases, checkpoint, tmp_path
 ):
     data = _labelled_pair(synthetic_cases, tmp_path / "data")
@@ -297,13 +304,166 @@ def test_evaluate_under_torchrun_shards_cases_and_matches_one_process(
     for case_id in ("BraTS2021_00000", "BraTS2021_00006"):  # each case on one rank only
         assert run.stdout.count(f"{case_id} Dice:") == 1, run.stdout
     both = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    one = evaluate(data, checkpoint, tmp_path / "one", device="cpu", log=lambda line: None)
+    one = evaluate(
+        data,
+        checkpoint,
+        tmp_path / "one",
+        device="cpu",
+        precision=both["precision"],
+        log=lambda line: None,
+    )
     assert both["ranks"] == 2 and both["cases"] == one["cases"] == sorted(one["per_case"])
-    for case_id, maps in one["per_case"].items():
-        for name, scores in maps.items():
-            theirs = both["per_case"][case_id][name]
-            assert theirs["dice"] == pytest.approx(scores["dice"], abs=1e-3)
-            assert theirs["assd"] == pytest.approx(scores["assd"], rel=1e-2, abs=1e-2)
+    for key in ("per_case", "summary", "sweep", "strata", "tumour_free", "tumour_cm3"):
+        assert both[key] == one[key], key
+
+
+def _copy_case(source: Path, folder: Path, case_id: str, keep_box=None) -> Path:
+    """A copy of a synthetic case under a new id; with ``keep_box`` (file-order slices) the
+    segmentation keeps only its labels inside that box (a smaller tumour)."""
+    target = folder / case_id
+    target.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        image = nib.load(path)
+        data = np.asarray(image.dataobj)
+        if path.name.endswith("_seg.nii.gz") and keep_box is not None:
+            small = np.zeros_like(data)
+            small[keep_box] = data[keep_box]
+            data = small
+        suffix = path.name.split("_")[-1]
+        nib.save(nib.Nifti1Image(data, image.affine, image.header), target / f"{case_id}_{suffix}")
+    return target
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(synthetic_cases, tmp_path_factory):
+    """Five labelled cases: three large tumours, a tumour-free patient, and two small tumours
+    (the multifocal case's labels cut down to a box) so that every stratum has members."""
+    folder = tmp_path_factory.mktemp("cohort")
+    for case in ("BraTS2021_00000", "BraTS2021_00006", "BraTS2021_00009"):
+        (folder / case).symlink_to(synthetic_cases / case)
+    seg = nib.load(synthetic_cases / "BraTS2021_00008" / "BraTS2021_00008_seg.nii.gz")
+    first_axis = np.argwhere(np.asarray(seg.dataobj) > 0)[:, 0]
+    # Labels cut to the first tenth and first half of the tumour along one axis: about 12
+    # and 62 of its 124 cm3.
+    for case_id, share in (("BraTS2021_00100", 0.1), ("BraTS2021_00101", 0.5)):
+        cut = int(np.quantile(first_axis, share))
+        _copy_case(synthetic_cases / "BraTS2021_00008", folder, case_id, (slice(0, cut),))
+    return folder
+
+
+def _quiet(line):
+    return None
+
+
+def test_tumour_free_patients_strata_and_hd95_are_reported_apart(cohort_dir, checkpoint, tmp_path):
+    results = evaluate(
+        cohort_dir, checkpoint, tmp_path / "out", device="cpu", thresholds=(0.3,), log=_quiet
+    )
+    volumes = {}
+    for case_id in results["cases"]:
+        case = load_case(cohort_dir / case_id)
+        volumes[case_id] = case.whole_tumour.sum() * np.prod(case.spacing) / 1000
+        assert results["tumour_cm3"][case_id] == pytest.approx(volumes[case_id])
+    assert results["tumour_free"]["cases"] == ["BraTS2021_00009"]
+    with_tumour = [c for c in results["cases"] if volumes[c] > 0]
+    assert results["tumour_patients"] == with_tumour and len(with_tumour) == 4
+    members = {name: stratum["cases"] for name, stratum in results["strata"].items()}
+    assert members == {
+        "< 30 cm3": [c for c in with_tumour if volumes[c] < 30],
+        "30-100 cm3": [c for c in with_tumour if 30 <= volumes[c] <= 100],
+        "> 100 cm3": [c for c in with_tumour if volumes[c] > 100],
+    }
+    assert all(members.values()), volumes  # the cohort was built to fill every stratum
+    for name, row in results["summary"].items():
+        dices = [results["per_case"][c][name]["dice"] for c in with_tumour]
+        hd = [results["per_case"][c][name]["hd95"] for c in with_tumour]
+        assert row["n_cases"] == 4 and row["dice_mean"] == pytest.approx(np.mean(dices))
+        assert row["hd95_mean"] == pytest.approx(np.mean(hd))
+        for stratum, cases in members.items():
+            expected = np.mean([results["per_case"][c][name]["dice"] for c in cases])
+            assert results["strata"][stratum]["summary"][name]["dice_mean"] == pytest.approx(
+                expected
+            )
+    # The tumour-free patient: the false-positive volume of its masks, not a Dice.
+    case = load_case(cohort_dir / "BraTS2021_00009")
+    maps = run_to_end(
+        case_maps(
+            case,
+            load_checkpoint_model(checkpoint),
+            method="cam",
+            device="cpu",
+            fusions=("mean", "max", "geometric", "weighted"),
+            precision=results["precision"],
+        )
+    ).all_maps()
+    voxel_cm3 = np.prod(case.spacing) / 1000
+    for name, volume in maps.items():
+        fp = results["tumour_free"]["per_case"]["BraTS2021_00009"][name]
+        assert fp == pytest.approx(np.count_nonzero(volume >= 0.4) * voxel_cm3)
+        assert results["tumour_free"]["summary"][name]["fp_cm3_mean"] == pytest.approx(fp)
+    assert any(v > 0 for v in results["tumour_free"]["per_case"]["BraTS2021_00009"].values())
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "HD95 (mm)" in table and "Tumour-free patients (1)" in table
+    assert "< 30 cm3 (" in table and "| fused_weighted |" in table
+
+
+def load_checkpoint_model(path):
+    from equicam.core.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, device="cpu")[0]
+
+
+def test_a_bad_case_is_listed_and_the_run_goes_on_then_resume_redoes_only_it(
+    synthetic_cases, checkpoint, tmp_path
+):
+    data = _labelled_pair(synthetic_cases, tmp_path / "data")
+    bad = _copy_case(synthetic_cases / "BraTS2021_00008", data, "BraTS2021_00050")
+    good_t1 = (bad / "BraTS2021_00050_t1.nii.gz").read_bytes()
+    (bad / "BraTS2021_00050_t1.nii.gz").write_bytes(b"not a NIfTI file at all")
+    lines: list[str] = []
+    args = ["evaluate", str(data), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]
+    with pytest.warns(UserWarning, match="BraTS2021_00050 failed"):
+        first = evaluate(data, checkpoint, tmp_path / "out", device="cpu", log=lines.append)
+    assert first["cases"] == ["BraTS2021_00000", "BraTS2021_00006"]
+    assert list(first["failed"]) == ["BraTS2021_00050"]
+    assert "BraTS2021_00050_t1.nii.gz" in first["failed"]["BraTS2021_00050"]
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["failed"] == first["failed"]
+    assert "BraTS2021_00050" in (tmp_path / "out" / "results.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "out" / "cases").iterdir()) == [
+        "BraTS2021_00000.json",
+        "BraTS2021_00006.json",
+    ]
+
+    (bad / "BraTS2021_00050_t1.nii.gz").write_bytes(good_t1)
+    lines.clear()
+    second = evaluate(
+        data, checkpoint, tmp_path / "out", device="cpu", resume=True, log=lines.append
+    )
+    assert [line.split()[0] for line in lines if " Dice:" in line] == ["BraTS2021_00050"]
+    assert second["failed"] == {} and len(second["cases"]) == 3
+    for case_id in first["cases"]:
+        assert second["per_case"][case_id] == first["per_case"][case_id]
+    fresh = evaluate(data, checkpoint, tmp_path / "fresh", device="cpu", log=_quiet)
+    assert fresh["per_case"] == second["per_case"] and fresh["summary"] == second["summary"]
+
+    # Kept cases made with other settings are not mixed in.
+    with pytest.raises(CaseError, match="other settings"):
+        evaluate(data, checkpoint, tmp_path / "out", device="cpu", threshold=0.7, resume=True)
+    assert main([*args, "--device", "cpu", "--resume"]) == 0
+
+
+def test_several_workers_give_exactly_the_results_of_one(cohort_dir, checkpoint, tmp_path):
+    lines: list[str] = []
+    one = evaluate(cohort_dir, checkpoint, tmp_path / "one", device="cpu", log=_quiet)
+    two = evaluate(
+        cohort_dir, checkpoint, tmp_path / "two", device="cpu", workers=2, log=lines.append
+    )
+    assert two["workers"] == 2 and sorted(line.split()[0] for line in lines) == two["cases"]
+    for key in ("cases", "per_case", "summary", "sweep", "strata", "tumour_free", "tumour_cm3"):
+        assert two[key] == one[key], key
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        evaluate(cohort_dir, checkpoint, tmp_path / "none", device="cpu", workers=0)
 
 
 def test_the_refined_protocol_is_the_checkpoints_default_and_recorded(synthetic_cases, tmp_path):

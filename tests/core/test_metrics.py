@@ -1,11 +1,11 @@
-"""Dice and ASSD against known answers and against medpy's independent implementation."""
+"""Dice, ASSD and HD95 against known answers and against medpy's independent implementation."""
 
 import numpy as np
 import pytest
 from medpy.metric import binary
 
 from equicam.core.fusion import FUSIONS
-from equicam.core.metrics import assd, dice
+from equicam.core.metrics import SurfaceReference, assd, dice, hd95
 
 
 def _cube(shape, start, size):
@@ -26,6 +26,8 @@ def test_known_answers():
     assert worst == pytest.approx(np.linalg.norm([20, 40, 60]))
     # A shift of 2 voxels at 3 mm along x moves the surfaces by at most 6 mm.
     assert 0 < assd(a, b, (1.0, 1.0, 3.0)) <= 6.0
+    assert hd95(a, a, (1, 1, 1)) == 0.0 and hd95(a, b, (1.0, 1.0, 3.0)) == pytest.approx(6.0)
+    assert hd95(a, np.zeros_like(a), (1.0, 2.0, 3.0)) == pytest.approx(worst)
 
 
 @pytest.mark.parametrize("k", [1, 3, 6])
@@ -43,6 +45,9 @@ def test_exact_distances_of_shifted_points_and_slabs(k):
     assert assd(slab, shifted, spacing) == pytest.approx(
         binary.assd(slab, shifted, voxelspacing=spacing)
     )
+    assert hd95(slab, shifted, spacing) == pytest.approx(
+        binary.hd95(slab, shifted, voxelspacing=spacing)
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -56,6 +61,9 @@ def test_agrees_with_medpy_on_random_blobs_and_anisotropic_spacing(seed):
     assert dice(pred, truth) == pytest.approx(binary.dc(pred, truth), abs=1e-12)
     assert assd(pred, truth, spacing) == pytest.approx(
         binary.assd(pred, truth, voxelspacing=spacing), rel=1e-6
+    )
+    assert hd95(pred, truth, spacing) == pytest.approx(
+        binary.hd95(pred, truth, voxelspacing=spacing), rel=1e-9
     )
 
 
@@ -74,6 +82,40 @@ def test_agrees_with_medpy_on_structured_masks_touching_the_border(seed):
     assert assd(ellipsoid, box, spacing) == pytest.approx(
         binary.assd(ellipsoid, box, voxelspacing=spacing), rel=1e-9
     )
+    assert hd95(ellipsoid, box, spacing) == pytest.approx(
+        binary.hd95(ellipsoid, box, voxelspacing=spacing), rel=1e-9
+    )
+
+
+def test_hd95_is_the_pooled_percentile_not_the_larger_directed_one():
+    # A 1-voxel truth inside a long bar: from the bar's far end the truth is far away, from
+    # the truth the bar is near. Pooled, the far distances of one side are diluted.
+    truth, bar = np.zeros((3, 3, 40), bool), np.zeros((3, 3, 40), bool)
+    truth[1, 1, 0] = True
+    bar[1, 1, 0:30] = True
+    expected = np.percentile(np.concatenate([np.arange(30.0), [0.0]]), 95)
+    assert hd95(bar, truth, (1, 1, 1)) == pytest.approx(expected)
+    assert hd95(bar, truth, (1, 1, 1)) == pytest.approx(binary.hd95(bar, truth))
+    assert hd95(bar, truth, (1, 1, 1)) < np.percentile(np.arange(30.0), 95)
+
+
+def test_one_reference_scores_many_predictions_as_fresh_calls_do():
+    rng = np.random.default_rng(5)
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(rng.standard_normal((20, 24, 22)), 2.0)
+    truth = field > 0.1
+    reference = SurfaceReference(truth, (1.5, 1.0, 0.9))
+    for level in (-0.1, 0.0, 0.05, 0.2, 10.0):
+        pred = field > level
+        scores = reference.scores(pred)
+        assert scores == {
+            "assd": assd(pred, truth, (1.5, 1.0, 0.9)),
+            "hd95": hd95(pred, truth, (1.5, 1.0, 0.9)),
+        }
+    empty = SurfaceReference(np.zeros_like(truth), (1, 1, 1))
+    assert empty.scores(np.zeros_like(truth)) == {"assd": 0.0, "hd95": 0.0}
+    assert empty.scores(truth)["hd95"] == pytest.approx(np.linalg.norm(truth.shape))
 
 
 def test_mismatched_inputs_are_refused():

@@ -2,13 +2,20 @@
 
 ``evaluate`` runs on one process, or under ``torchrun --nproc_per_node N``: each rank then
 evaluates every N-th case on its own device (``cuda:LOCAL_RANK`` on GPUs) and rank 0 gathers
-the scores and writes the reports.
+the scores and writes the reports. Within a process, ``workers`` cases run at once, each in
+its own worker process (:mod:`concurrent.futures` with ``spawn``), one case per worker at a
+time, so that memory stays at about ``workers`` times that of one case.
+
+Each finished case is kept at once in ``OUT_DIR/cases/<case>.json``; a bad case (unreadable
+file, wrong geometry, anything that stops it) is reported, listed under ``failed`` with its
+reason, and the run goes on. ``resume`` reuses the kept cases made with the same settings.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from equicam import __version__
+from equicam.core.atomic import publish
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case, save_volume
-from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
 from equicam.core.refine import apply_protocol, check_protocol, default_protocol, refinement_of
+from equicam.core.scoring import cohort, plot_sweep, results_table, score_maps
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
 DEFAULT_THRESHOLD = 0.5
@@ -219,25 +227,6 @@ def _mask_path(out: Path, name: str, mask: np.ndarray, case) -> Path:
     return path
 
 
-def summarise(rows: dict[str, dict[str, dict]], thresholds: dict[str, float]) -> dict:
-    """Mean and std over cases of each map's scores; ``rows``: case -> map -> scores."""
-    names = list(dict.fromkeys(name for row in rows.values() for name in row))
-    summary = {}
-    for name in names:
-        scores = [row[name] for row in rows.values() if name in row]
-        dices = [s["dice"] for s in scores]
-        assds = [s["assd"] for s in scores]
-        summary[name] = {
-            "dice_mean": float(np.mean(dices)),
-            "dice_std": float(np.std(dices)),
-            "assd_mean": float(np.mean(assds)),
-            "assd_std": float(np.std(assds)),
-            "threshold": thresholds[name],
-            "n_cases": len(scores),
-        }
-    return summary
-
-
 def _distributed() -> tuple[int, int, int, bool]:
     """``(rank, world, local_rank, joined)`` under torchrun; ``(0, 1, 0, False)`` otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -252,6 +241,93 @@ def _distributed() -> tuple[int, int, int, bool]:
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")), joined
 
 
+def _score_case(files, model, meta, device: str, settings: dict) -> dict:
+    """The record of one case (see :func:`~equicam.core.scoring.score_maps`), or
+    ``{"case", "failed"}`` with the reason when anything stops it."""
+    from equicam.core.inference import run_to_end
+
+    try:
+        case = load_case(files, [m for m in model.modalities if m in files.images])
+        result = run_to_end(
+            case_maps(
+                case,
+                model,
+                method=settings["method"],
+                device=device,
+                fusions=settings["fusions"],
+                precision=settings["precision"],
+            )
+        )
+        maps, masks, used = apply_protocol(
+            result,
+            settings["protocol"],
+            meta,
+            case.spacing,
+            settings["threshold"],
+            model.fusion_weights,
+        )
+        thresholds = _thresholds_of(used)
+        record = score_maps(maps, case.whole_tumour, case.spacing, thresholds, settings["sweep"])
+        if settings["protocol"] != "paper":  # a refined mask is more than its map's threshold
+            binary = {name: mask.astype(np.float32) for name, mask in masks.items()}
+            at_masks = score_maps(
+                binary, case.whole_tumour, case.spacing, dict.fromkeys(masks, 0.5)
+            )
+            record["scores"] = at_masks["scores"]
+        record["protocol_settings"] = used
+    # A bad file, a wrong geometry, a case too big for memory: reported, and the cohort goes on.
+    except (CaseError, OSError, ValueError, RuntimeError, MemoryError) as error:
+        return {"case": files.case_id, "failed": f"{type(error).__name__}: {error}"}
+    return {"case": files.case_id, "settings": settings, "thresholds": thresholds, **record}
+
+
+_WORKER: dict = {}  # the model of a worker process, loaded once by _start_worker
+
+
+def _start_worker(checkpoint, device: str, local_rank: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["model"] = _load_model(checkpoint, device, local_rank)[:3]
+
+
+def _worker_case(files, settings: dict) -> dict:
+    model, meta, device = _WORKER["model"]
+    return _score_case(files, model, meta, device, settings)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write JSON whole or not at all (a temporary file renamed over ``path``)."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _kept_record(path: Path, settings: dict) -> dict | None:
+    """A case's record from an earlier run with the same settings, None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        warnings.warn(
+            f"{path}: unreadable ({error}); the case is evaluated again", CaseWarning, stacklevel=3
+        )
+        return None
+    if record.get("settings") != settings:
+        raise CaseError(
+            path,
+            "was written with other settings (checkpoint, method, precision, thresholds or "
+            "fusions); rerun without --resume or with another output folder",
+        )
+    return record
+
+
 def evaluate(
     data_dir: str | os.PathLike,
     checkpoint: str | os.PathLike,
@@ -263,10 +339,12 @@ def evaluate(
     thresholds: Sequence[float] = SWEEP,
     fusions: Sequence[str] = ("mean", "max", "geometric", "weighted"),
     precision: str = "auto",
+    workers: int = 1,
+    resume: bool = False,
     protocol: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Dice and ASSD of every case with a segmentation under ``data_dir``.
+    """Dice, ASSD and HD95 of every case with a segmentation under ``data_dir``.
 
     Parameters
     ----------
@@ -276,7 +354,7 @@ def evaluate(
     checkpoint
         ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
     out_dir
-        Output folder (rank 0 writes it).
+        Output folder (rank 0 writes the reports; every rank keeps its cases in ``cases/``).
     method
         ``cam``, ``gradcam`` or ``gradcampp``.
     device
@@ -286,16 +364,22 @@ def evaluate(
         Threshold of every map in the summary; default the checkpoint's choice on validation
         (see :func:`chosen_thresholds`).
     thresholds
-        The sweep: every map is also scored at each of these (none: no sweep, no figure;
-        ASSD at each level is most of the time of an evaluation).
+        The sweep: every map is also scored at each of these (none: no sweep, no figure).
     fusions
         Fusions evaluated as ``fused_<name>`` maps.
     precision
         ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
+    workers
+        Cases evaluated at once, each in its own process with ``cores // workers`` threads;
+        the scores are those of one worker. Memory grows with it (about 1 GB per worker on
+        a full-size case).
+    resume
+        Reuse the cases kept in ``out_dir/cases`` by an earlier run with the same settings
+        (one with other settings is an error); failed cases are tried again.
     protocol
         ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
-        checkpoint's recommendation. The summary scores each map's mask under the protocol;
-        the sweep thresholds the protocol's maps without the refined mask steps.
+        checkpoint's recommendation. Each map's scores are those of its mask under the
+        protocol; the sweep thresholds the protocol's maps without the refined mask steps.
     log
         Receives one line per case.
 
@@ -303,15 +387,19 @@ def evaluate(
     -------
     dict
         The content of ``results.json``: ``checkpoint``, ``method``, ``cases``, ``summary``
-        (map -> dice_mean, dice_std, assd_mean, assd_std, threshold, n_cases), ``per_case``
-        (case -> map -> dice, assd), ``sweep`` (threshold -> summary), plus provenance. Also
-        writes ``results.md`` and ``dice_vs_threshold.png``.
+        (map -> dice, assd, hd95 and fp_cm3 means and stds over the tumour patients,
+        threshold, n_cases), ``per_case`` (case -> map -> dice, assd, hd95, fp_cm3),
+        ``sweep`` (threshold -> summary), ``tumour_patients``, ``tumour_cm3``, ``strata``,
+        ``tumour_free`` (see :func:`~equicam.core.scoring.cohort`), ``failed`` (case ->
+        reason), plus provenance. Also writes ``results.md`` and ``dice_vs_threshold.png``.
     """
-    from equicam.core.inference import resolve_precision, run_to_end
+    from equicam.core.inference import resolve_precision
 
     if threshold is not None:
         _check_threshold(threshold)
-    sweep = [float(t) for t in thresholds]
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    sweep = [_check_threshold(t) for t in thresholds]
     out = Path(out_dir)
     rank, world, local_rank, joined = _distributed()
     try:
@@ -320,7 +408,15 @@ def evaluate(
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
         protocol = _protocol(meta, protocol, source)
         precision = resolve_precision(precision, device)
-        settings: dict = {}
+        settings = {
+            "checkpoint_file": str(source),
+            "method": method,
+            "precision": precision,
+            "threshold": threshold,
+            "sweep": sweep,
+            "fusions": list(fusions),
+            "protocol": protocol,
+        }
         labelled = []
         for files in find_cases(data_dir):
             if files.seg is not None:
@@ -333,136 +429,92 @@ def evaluate(
                 )
         if not labelled:
             raise CaseError(data_dir, "no case with a segmentation to evaluate")
-        # case -> map -> scores at the map's own threshold; threshold -> the same at each level
-        per_case: dict[str, dict] = {}
-        swept: dict[float, dict[str, dict]] = {t: {} for t in sweep}
-        chosen: dict[str, float] = {}
+        kept = _make_folder(out / "cases")
+        records: dict[str, dict] = {}
+        failed: dict[str, str] = {}
+        todo = []
         for files in labelled[rank::world]:
-            case = load_case(files, [m for m in model.modalities if m in files.images])
-            result = run_to_end(
-                case_maps(
-                    case, model, method=method, device=device, fusions=fusions, precision=precision
+            record = _kept_record(kept / f"{files.case_id}.json", settings) if resume else None
+            if record is None:
+                todo.append(files)
+            else:
+                records[files.case_id] = record
+        if resume and records:
+            log(f"resumed {len(records)} cases from {kept}")
+
+        def finish(record: dict) -> None:
+            case_id = record["case"]
+            if "failed" in record:
+                failed[case_id] = record["failed"]
+                log(f"{case_id} failed: {record['failed']}")
+                warnings.warn(
+                    f"case {case_id} failed: {record['failed']}", CaseWarning, stacklevel=2
                 )
-            )
-            truth = case.whole_tumour
-            maps, masks, settings = apply_protocol(
-                result, protocol, meta, case.spacing, threshold, model.fusion_weights
-            )
-            chosen.update(_thresholds_of(settings))
-            rows = {}
-            for name, v in maps.items():
-                rows[name, None] = {
-                    "dice": dice(masks[name], truth),
-                    "assd": assd(masks[name], truth, case.spacing),
-                }
-                for t in sweep:
-                    if protocol == "paper" and t == chosen[name]:  # the same mask
-                        rows[name, t] = rows[name, None]
-                        continue
-                    rows[name, t] = {
-                        "dice": dice(v >= t, truth),
-                        "assd": assd(v >= t, truth, case.spacing),
-                    }
-            per_case[case.case_id] = {name: rows[name, None] for name in maps}
-            for t in sweep:
-                swept[t][case.case_id] = {name: rows[name, t] for name in maps}
+                return
+            _write_json(kept / f"{case_id}.json", record)
+            records[case_id] = record
             log(
-                f"{case.case_id} Dice: "
-                + ", ".join(f"{k} {s['dice']:.3f}" for k, s in per_case[case.case_id].items())
+                f"{case_id} Dice: "
+                + ", ".join(f"{k} {s['dice']:.3f}" for k, s in record["scores"].items())
             )
+
+        if workers == 1 or len(todo) <= 1:
+            for files in todo:
+                finish(_score_case(files, model, meta, device, settings))
+        else:
+            _pooled(todo, settings, checkpoint, device, local_rank, workers, finish)
         if world > 1:
             import torch.distributed as dist
 
             shards: list = [None] * world
-            dist.all_gather_object(shards, (per_case, swept, chosen, settings))
-            per_case = {k: v for shard in shards for k, v in shard[0].items()}
-            swept = {t: {k: v for shard in shards for k, v in shard[1][t].items()} for t in sweep}
-            chosen = {k: v for shard in shards for k, v in shard[2].items()}
-            settings = next((shard[3] for shard in shards if shard[3]), settings)
+            dist.all_gather_object(shards, (records, failed))
+            records = {k: v for shard in shards for k, v in shard[0].items()}
+            failed = {k: v for shard in shards for k, v in shard[1].items()}
     finally:
         if joined:
             import torch.distributed as dist
 
             dist.destroy_process_group()
 
-    per_case = dict(sorted(per_case.items()))
+    if not records:
+        reasons = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())[:3])
+        raise CaseError(data_dir, f"no case could be evaluated ({reasons})")
     results = {
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
         "protocol": protocol,
-        "protocol_settings": settings,
-        "cases": list(per_case),
-        "summary": summarise(per_case, chosen),
-        "per_case": per_case,
-        "sweep": {
-            f"{t:g}": summarise(dict(sorted(swept[t].items())), dict.fromkeys(chosen, t))
-            for t in sweep
-        },
+        "protocol_settings": next(
+            (r["protocol_settings"] for r in records.values() if "protocol_settings" in r), {}
+        ),
+        **cohort(records, sweep),
+        "failed": dict(sorted(failed.items())),
         "training": {k: meta[k] for k in ("variant", "data") if k in meta},
         "ranks": world,
+        "workers": workers,
         "precision": precision,
         "versions": _versions(),
     }
     if rank == 0:
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        _write_json(out / "results.json", results)
         (out / "results.md").write_text(results_table(results))
         if sweep:
-            _plot_sweep(results, out / "dice_vs_threshold.png")
+            plot_sweep(results, out / "dice_vs_threshold.png")
     return results
 
 
-def results_table(results: dict) -> str:
-    """Markdown tables: Dice and ASSD (mean +- std) per map, then mean Dice per threshold."""
-    summary, sweep = results["summary"], results["sweep"]
-    lines = [
-        f"Checkpoint `{results['checkpoint']}`, method `{results['method']}`, "
-        f"protocol `{results.get('protocol', 'paper')}`, "
-        f"{len(results['cases'])} cases.",
-        "",
-        "| map | Dice | ASSD (mm) | threshold |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, row in summary.items():
-        lines.append(
-            f"| {name} | {row['dice_mean']:.3f} +- {row['dice_std']:.3f} | "
-            f"{row['assd_mean']:.1f} +- {row['assd_std']:.1f} | {row['threshold']:.2f} |"
-        )
-    if not sweep:
-        return "\n".join(lines) + "\n"
-    lines += [
-        "",
-        "Mean Dice per threshold:",
-        "",
-        "| map | " + " | ".join(sweep) + " |",
-        "| --- |" + " --- |" * len(sweep),
-    ]
-    for name in summary:
-        cells = [f"{sweep[t][name]['dice_mean']:.3f}" for t in sweep]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _pooled(todo, settings, checkpoint, device, local_rank, workers, finish) -> None:
+    """Score ``todo`` on ``workers`` processes, handing each record to ``finish`` in turn."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-
-def _plot_sweep(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    thresholds = list(results["sweep"])
-    for name in results["summary"]:
-        ax.plot(
-            [float(t) for t in thresholds],
-            [results["sweep"][t][name]["dice_mean"] for t in thresholds],
-            marker="o",
-            label=name,
-        )
-    ax.set_xlabel("threshold")
-    ax.set_ylabel("mean Dice")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{Path(results['checkpoint']).stem} ({results['method']})")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(checkpoint, device, local_rank, threads),
+    ) as pool:
+        futures = [pool.submit(_worker_case, files, settings) for files in todo]
+        for future in as_completed(futures):
+            finish(future.result())
