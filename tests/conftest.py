@@ -140,6 +140,12 @@ def tiny_cache(tmp_path_factory):
     (root / "splits").mkdir()
     for split, ids in {"train": cases[:4], "val": cases[4:5], "test": cases[5:]}.items():
         (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    meta = {"modalities": ["t1", "t1ce", "t2", "flair"], "size": size, "cases": cases}
+    meta = {
+        "modalities": ["t1", "t1ce", "t2", "flair"],
+        "size": size,
+        "cases": cases,
+        "spacing": {c: [2.0, 1.0, 1.0] for c in cases},
+        "shapes": {c: [per_case, 64, 64] for c in cases},  # 2 mm in-plane once cached at 32
+    }
     (root / "meta.json").write_text(json.dumps(meta))
     return root

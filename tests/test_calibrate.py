@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from equicam.core.checkpoint import load_checkpoint, save_checkpoint
+from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.metrics import dice
 from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.refine import apply_protocol
 from training.calibrate import calibrate, weight_grid
 from training.data import SliceCache
 
@@ -57,6 +60,39 @@ def test_the_command_writes_a_new_calibrated_checkpoint_and_never_its_input(
         model.fusion_weights == meta["fusion_weights"] and "fused_weighted" in meta["thresholds"]
     )
     assert meta["calibrated_on"]["val_cases"] == 1
+    assert meta["protocol"] in ("paper", "refined")
+    assert set(meta["refined"]["maps"]) == set(meta["thresholds"])
     refused = subprocess.run([*command, "--out", str(source)], capture_output=True, text=True)
     assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
     assert source.read_bytes() == before
+
+
+def test_refined_settings_score_on_validation_what_the_protocol_then_gives(tiny_cache, tiny_model):
+    splits = [SliceCache(tiny_cache, split, tiny_model.modalities) for split in ("val", "test")]
+    chosen = calibrate(tiny_model, splits, "cpu", refine=True)
+    refined = chosen["refined"]
+    assert set(refined["maps"]) == set(chosen["maps"])
+    assert chosen["protocol"] == (
+        "refined"
+        if refined["maps"]["fused_mean"]["dice"] > chosen["maps"]["fused_mean"]["dice"]
+        else "paper"
+    )
+    tiny_model.fusion_weights = chosen["fusion_weights"]
+    dices = {name: [] for name in refined["maps"]}
+    for split in splits:
+        for case_id in split.case_ids:
+            images, truth = split.case_slices(case_id)
+            volume = {m: images[:, i] for i, m in enumerate(tiny_model.modalities)}
+            fusions = ("mean", "max", "geometric", "weighted")
+            result = run_to_end(cam_volume(tiny_model, volume, fusions=fusions))
+            _, masks, _ = apply_protocol(
+                result,
+                "refined",
+                {"refined": refined},
+                split.case_spacing(case_id),
+                weights=tiny_model.fusion_weights,
+            )
+            for name in dices:
+                dices[name].append(dice(masks[name], truth))
+    for name, settings in refined["maps"].items():
+        assert settings["dice"] == pytest.approx(np.mean(dices[name]))

@@ -1,16 +1,17 @@
 """Choose a checkpoint's mask thresholds and fusion weights on validation patients.
 
-    python -m training.calibrate CHECKPOINT --cache DIR --out NEW.safetensors
+    python -m training.calibrate CHECKPOINT --cache DIR --out NEW.safetensors [--splits val]
 
 Training calls :func:`calibrate` after its last epoch; the command does the same for an existing
-checkpoint (a cache of your own validation patients, or one trained before the weights existed)
-and writes a new file: the checkpoint it reads is never overwritten.
+checkpoint (a cache of your own validation patients, or one trained before the weights or the
+refined protocol existed) and writes a new file: the checkpoint it reads is never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,19 @@ import numpy as np
 from equicam.core.evaluation import SWEEP
 from equicam.core.fusion import FUSIONS, fuse_weighted
 from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.mask_edit import distance_to
 from equicam.core.metrics import dice
+from equicam.core.refine import MaskSettings, Refinement, refined_maps, refined_mask
 from training.data import SliceCache
 
 WEIGHT_STEPS = 4  # weights in quarters: 35 candidates for four modalities
+# The refined protocol's search grid (see calibrate_refined).
+Z_SIGMAS_MM = (0.0, 4.0, 8.0)
+GATES = (0.3, 0.5, 0.7)
+THRESHOLDS = tuple(float(round(t, 2)) for t in np.arange(0.1, 0.81, 0.1))
+COMPONENTS = ((False, 0.0), (False, 500.0), (True, 0.0))  # (largest only, min size mm3)
+GROWS_MM = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
+DICE_TOLERANCE = 0.005  # Dice this close to the best counts as a tie
 
 
 def weight_grid(modalities, steps: int = WEIGHT_STEPS) -> list[dict[str, float]]:
@@ -33,29 +43,49 @@ def weight_grid(modalities, steps: int = WEIGHT_STEPS) -> list[dict[str, float]]
     ]
 
 
-def calibrate(model, data: SliceCache, device: str) -> dict:
-    """Best threshold per map, and the best fusion weights, on the split's patients.
+def calibrate(
+    model, data: SliceCache | Sequence[SliceCache], device: str, *, refine=False
+) -> dict:
+    """Best threshold per map, the best fusion weights and, with ``refine``, the refined
+    protocol's settings, on the split's patients.
 
     Every map (each modality, each fusion of :data:`~equicam.core.fusion.FUSIONS`) gets the
     threshold of :data:`SWEEP` with the highest mean 3-D Dice over the patients with tumour.
     The ``weighted`` fusion gets the weights (and threshold) of :func:`weight_grid` with the
     highest mean Dice; the grid holds the plain mean and each single modality, so on this
-    split it is at least as good as either.
+    split it is at least as good as either. ``refine`` adds :func:`calibrate_refined`, which
+    also looks at the tumour-free patients.
+
+    Parameters
+    ----------
+    model
+        The multi-modal CAM model.
+    data
+        One split of a slice cache, or several.
+    device
+        A torch device string.
+    refine
+        Also calibrate the ``refined`` protocol (slower: a grid search per map).
 
     Returns
     -------
     dict
         ``{"maps": {name: {"threshold", "dice"}}, "fusion_weights": {modality: weight}}``;
-        fused maps are named ``fused_<fusion>``.
+        fused maps are named ``fused_<fusion>``. With ``refine``, also ``refined`` (the
+        checkpoint entry of :mod:`equicam.core.refine`, each map with its validation ``dice``)
+        and ``protocol``: the one with the higher validation Dice of the fused mean.
     """
-    per_case = []
-    for case_id in data.case_ids:
-        images, masks = data.case_slices(case_id)
-        if not masks.any():
-            continue
-        volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
-        result = run_to_end(cam_volume(model, volume, device=device, fusions=tuple(FUSIONS)))
-        per_case.append((result, masks > 0))
+    splits = [data] if isinstance(data, SliceCache) else list(data)
+    cases = []
+    for split in splits:
+        for case_id in split.case_ids:
+            images, masks = split.case_slices(case_id)
+            if not masks.any() and not refine:
+                continue
+            volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
+            result = run_to_end(cam_volume(model, volume, device=device, fusions=tuple(FUSIONS)))
+            cases.append((result, masks > 0, split.case_spacing(case_id)))
+    per_case = [(r, truth) for r, truth, _ in cases if truth.any()]
     if not per_case:
         return {"maps": {}, "fusion_weights": None}
     best = {
@@ -67,7 +97,15 @@ def calibrate(model, data: SliceCache, device: str) -> dict:
         for w in weight_grid(model.modalities)
     ]
     best["fused_weighted"], weights = max(candidates, key=lambda c: c[0]["dice"])
-    return {"maps": best, "fusion_weights": weights}
+    chosen = {"maps": best, "fusion_weights": weights}
+    if refine:
+        for result, _, _ in cases:
+            result.fused["weighted"] = fuse_weighted(result.maps, weights)
+        chosen["refined"] = calibrate_refined(cases, weights)
+        paper = best.get("fused_mean", {"dice": 0.0})["dice"]
+        refined = chosen["refined"]["maps"].get("fused_mean", {"dice": 0.0})["dice"]
+        chosen["protocol"] = "refined" if refined > paper else "paper"
+    return chosen
 
 
 def _best_threshold(cases: list) -> dict:
@@ -77,8 +115,104 @@ def _best_threshold(cases: list) -> dict:
     return {"threshold": t, "dice": scores[t]}
 
 
+def _pick(candidates: list[tuple[float, float, object]]) -> tuple[float, float, object]:
+    """The best ``(dice, fp_cm3, item)``: within :data:`DICE_TOLERANCE` of the best Dice, the
+    fewest false positives on tumour-free patients, then the higher Dice."""
+    top = max(c[0] for c in candidates)
+    close = [c for c in candidates if c[0] >= top - DICE_TOLERANCE]
+    return min(close, key=lambda c: (c[1], -c[0]))
+
+
+def _case_score(mask: np.ndarray, truth: np.ndarray, spacing) -> tuple[str, float]:
+    """``("dice", Dice)`` for a tumour patient, ``("fp", cm3 of mask)`` for a tumour-free one."""
+    if truth.any():
+        return "dice", dice(mask, truth)
+    return "fp", float(mask.sum() * np.prod(spacing) / 1000.0)
+
+
+def _mean_scores(scores: list[tuple[str, float]]) -> tuple[float, float]:
+    """Mean Dice over tumour patients, mean false-positive cm3 over tumour-free ones."""
+    dices = [v for kind, v in scores if kind == "dice"]
+    fps = [v for kind, v in scores if kind == "fp"]
+    return float(np.mean(dices)), float(np.mean(fps)) if fps else 0.0
+
+
+def _score(masks: list, truths: list, spacings: list) -> tuple[float, float]:
+    """:func:`_mean_scores` of masks against their truths."""
+    return _mean_scores(
+        [_case_score(m, t, s) for m, t, s in zip(masks, truths, spacings, strict=True)]
+    )
+
+
+def calibrate_refined(cases: list, weights: dict | None) -> dict:
+    """The ``refined`` protocol's settings with the best validation Dice.
+
+    First the gate (``z_sigma_mm`` x ``gate``), scored by each map's best plain threshold
+    averaged over maps; then, per map, threshold x components x growth. Ties within
+    :data:`DICE_TOLERANCE` of the best Dice go to fewer false positives on tumour-free patients.
+
+    Parameters
+    ----------
+    cases
+        ``(CamResult, truth, spacing)`` of each validation patient, tumour-free ones included.
+    weights
+        Fusion weights of the ``weighted`` fusion.
+
+    Returns
+    -------
+    dict
+        The checkpoint's ``refined`` entry (see :mod:`equicam.core.refine`); each map's entry
+        also holds its validation ``dice`` and ``fp_cm3``.
+    """
+    truths = [truth for _, truth, _ in cases]
+    spacings = [spacing for _, _, spacing in cases]
+    best = None  # (score, refinement, maps of each case): only the best gate is kept
+    for z_sigma_mm, gate in itertools.product(Z_SIGMAS_MM, GATES):
+        refinement = Refinement(z_sigma_mm, gate)
+        maps = [refined_maps(r, s[0], refinement, weights) for r, _, s in cases]
+        per_map = []
+        for name in maps[0]:
+            scored = [
+                (*_score([m[name] >= t for m in maps], truths, spacings), t) for t in THRESHOLDS
+            ]
+            per_map.append(_pick(scored)[0])
+        if best is None or np.mean(per_map) > best[0]:
+            best = (float(np.mean(per_map)), refinement, maps)
+    _, refinement, maps = best
+    chosen = {}
+    for name in maps[0]:
+        candidates = []
+        for t, (largest, min_mm3) in itertools.product(THRESHOLDS, COMPONENTS):
+            scores = {g: [] for g in GROWS_MM}  # one growth's scores, case by case
+            for case_maps, (result, truth, spacing) in zip(maps, cases, strict=True):
+                settings = MaskSettings(t, largest, min_mm3)
+                kept = refined_mask(case_maps[name], result.brain, spacing, settings)
+                distance = distance_to(kept, spacing, max(GROWS_MM))
+                for g in GROWS_MM:
+                    mask = (distance <= g) & result.brain if g else kept
+                    scores[g].append(_case_score(mask, truth, spacing))
+            for g, per_case in scores.items():
+                candidates.append((*_mean_scores(per_case), MaskSettings(t, largest, min_mm3, g)))
+        d, fp, settings = _pick(candidates)
+        chosen[name] = {**settings.to_dict(), "dice": d, "fp_cm3": fp}
+    return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
+
+
+def calibration_metadata(chosen: dict) -> dict:
+    """The checkpoint metadata fields of a :func:`calibrate` result: per-map ``thresholds`` and
+    ``val_dice``, and with refinement the ``refined`` settings and the default ``protocol``."""
+    meta = {
+        "thresholds": {k: v["threshold"] for k, v in chosen["maps"].items()},
+        "val_dice": {k: v["dice"] for k, v in chosen["maps"].items()},
+    }
+    if "refined" in chosen:
+        meta["refined"] = chosen["refined"]
+        meta["protocol"] = chosen["protocol"]
+    return meta
+
+
 def main(argv=None) -> None:
-    """Command line: ``CHECKPOINT --cache DIR --out FILE [--device D]``."""
+    """Command line: ``CHECKPOINT --cache DIR --out FILE [--splits S,..] [--device D]``."""
     from equicam.core.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
     from equicam.core.device import resolve_device
 
@@ -86,29 +220,46 @@ def main(argv=None) -> None:
     parser.add_argument("checkpoint", help="'equivariant', 'baseline' or a .safetensors file")
     parser.add_argument("--cache", required=True, help="slice cache of `equicam prepare`")
     parser.add_argument("--out", required=True, type=Path, help="new .safetensors file")
+    parser.add_argument(
+        "--splits",
+        default="val",
+        help="comma-separated splits of the cache to calibrate on (default val; a cache made "
+        "of validation patients only may use train,val,test)",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
     if args.out.exists() and args.out.resolve() == resolve_checkpoint(args.checkpoint).resolve():
         parser.error(f"{args.out}: refusing to overwrite the checkpoint being calibrated")
-    data = SliceCache(args.cache, "val", model.modalities)
-    chosen = calibrate(model, data, device)
+    names = [s for s in args.splits.split(",") if s]
+    unknown = [s for s in names if s not in ("train", "val", "test")]
+    if unknown or not names:
+        parser.error(f"--splits: use some of train, val, test (got {args.splits!r})")
+    data = [SliceCache(args.cache, split, model.modalities) for split in names]
+    chosen = calibrate(model, data, device, refine=True)
     if chosen["fusion_weights"] is None:
-        parser.error(f"{args.cache}: its validation split has no patient with tumour")
+        parser.error(f"{args.cache}: its {args.splits} split has no patient with tumour")
     model.fusion_weights = chosen["fusion_weights"]
     meta = {
         **meta,
-        "thresholds": {k: v["threshold"] for k, v in chosen["maps"].items()},
-        "val_dice": {k: v["dice"] for k, v in chosen["maps"].items()},
-        "calibrated_on": {"cache": str(args.cache), "val_cases": len(data.case_ids)},
+        **calibration_metadata(chosen),
+        "calibrated_on": {
+            "cache": str(args.cache),
+            "splits": names,
+            "val_cases": sum(len(d.case_ids) for d in data),
+        },
     }
     path = save_checkpoint(args.out, model.cpu(), meta)
+    refined = chosen["refined"]["maps"]
     print(
         f"wrote {path}: fusion weights "
         + " ".join(f"{m} {w:.2f}" for m, w in chosen["fusion_weights"].items())
-        + "; val Dice "
-        + " ".join(f"{k} {v['dice']:.3f}" for k, v in chosen["maps"].items())
+        + "; val Dice paper / refined "
+        + " ".join(
+            f"{k} {v['dice']:.3f}/{refined[k]['dice']:.3f}" for k, v in chosen["maps"].items()
+        )
+        + f"; default protocol {chosen['protocol']}"
     )
 
 

@@ -54,6 +54,18 @@ class SliceCache(Dataset):
         x = torch.from_numpy(self.images[row, self.channels].astype(np.float32))
         return x, int(self.labels[item])
 
+    def case_spacing(self, case_id: str) -> tuple[float, float, float]:
+        """Voxel size in mm ``(z, y, x)`` of a case's cached slices.
+
+        Slices were padded to a square of the larger in-plane side and resized to the cache's
+        size, so both in-plane sizes scale by ``side / size``. Caches written before ``shapes``
+        was recorded are taken to hold BraTS's 240-voxel slices.
+        """
+        z, y, x = self.meta["spacing"][case_id]
+        shape = self.meta.get("shapes", {}).get(case_id, (0, 240, 240))
+        scale = max(shape[1], shape[2]) / self.size
+        return float(z), float(y) * scale, float(x) * scale
+
     def case_slices(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         """A case's cached slices ``(n, M, S, S)`` float32 and their masks ``(n, S, S)``."""
         case = self.meta["cases"].index(case_id)

@@ -42,7 +42,7 @@ from equicam.core.losses import TERMS, LossWeights, method_losses
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.preprocess import NORMALISATION, to_input
 from equicam.core.transforms import apply_transform, sample_transform
-from training.calibrate import calibrate
+from training.calibrate import calibrate, calibration_metadata
 from training.data import BalancedSampler, SliceCache
 
 DEFAULTS: dict = {
@@ -481,7 +481,7 @@ def train(config: dict) -> Path:
     for m, state in best.items():
         model.nets[m].load_state_dict(state)
     model.eval()
-    calibration = calibrate(model, val_data, device)
+    calibration = calibrate(model, val_data, device, refine=True)
     chosen, model.fusion_weights = calibration["maps"], calibration["fusion_weights"]
     default = chosen.get("fused_mean", {"threshold": 0.5})["threshold"]
     meta = {
@@ -489,8 +489,7 @@ def train(config: dict) -> Path:
         "config": config,
         "preprocessing": NORMALISATION,
         "threshold": default,
-        "thresholds": {k: v["threshold"] for k, v in chosen.items()},
-        "val_dice": {k: v["dice"] for k, v in chosen.items()},
+        **calibration_metadata(calibration),
         "selected_epoch": best_epoch,
         "val_accuracy": {m: history[e - 1]["val_accuracy"][m] for m, e in best_epoch.items()},
         "data": {

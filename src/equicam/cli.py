@@ -14,6 +14,7 @@ from pathlib import Path
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
+PROTOCOLS = ("paper", "refined")
 FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
 BUNDLED = ("equivariant", "baseline")
 
@@ -60,6 +61,7 @@ def _cam(args: argparse.Namespace) -> None:
         device=args.device,
         threshold=args.threshold,
         precision=args.precision,
+        protocol=args.protocol,
     )
     for path in written:
         print(path)
@@ -76,11 +78,12 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         threshold=args.threshold,
         precision=args.precision,
+        protocol=args.protocol,
         workers=args.workers,
         resume=args.resume,
     )
     print(
-        f"{len(results['tumour_patients'])} tumour patients, "
+        f"protocol {results['protocol']}: {len(results['tumour_patients'])} tumour patients, "
         f"{len(results['tumour_free']['cases'])} tumour-free, {len(results['failed'])} failed"
     )
     for name, row in results["summary"].items():
@@ -187,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
             default="auto",
             help="network arithmetic: bf16 where the device computes it natively, else fp32 "
             "(default auto)",
+        )
+        p.add_argument(
+            "--protocol",
+            choices=PROTOCOLS,
+            default=None,
+            help="post-processing: paper (per-slice min-max, classifier gating, threshold) or "
+            "refined (per-volume normalisation, z-smoothed gate, components, growth in mm); "
+            "default: the checkpoint's, the one that measured best on its validation patients",
         )
         if name == "evaluate":
             p.add_argument(

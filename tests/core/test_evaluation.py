@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from equicam.cli import main
 from equicam.core.brats import CaseError, load_case
@@ -463,3 +464,59 @@ def test_several_workers_give_exactly_the_results_of_one(cohort_dir, checkpoint,
         assert two[key] == one[key], key
     with pytest.raises(ValueError, match="workers must be at least 1"):
         evaluate(cohort_dir, checkpoint, tmp_path / "none", device="cpu", workers=0)
+
+
+def test_the_refined_protocol_is_the_checkpoints_default_and_recorded(synthetic_cases, tmp_path):
+    settings = {"threshold": 0.3, "largest_only": True, "min_component_mm3": 0.0, "grow_mm": 4.0}
+    refined = {"z_sigma_mm": 4.0, "gate": 0.5, "maps": dict.fromkeys(MAPS, settings)}
+    path = save_checkpoint(
+        tmp_path / "refined.safetensors",
+        _tiny_model(),
+        {"threshold": 0.4, "refined": refined, "protocol": "refined"},
+    )
+    case = synthetic_cases / "BraTS2021_00006"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / case.name).symlink_to(case)
+    results = evaluate(
+        data, path, tmp_path / "eval", device="cpu", thresholds=(), log=lambda line: None
+    )
+    assert results["protocol"] == "refined"
+    assert results["protocol_settings"]["maps"]["fused_mean"] == settings
+    assert "protocol `refined`" in (tmp_path / "eval" / "results.md").read_text()
+    cam_case(case, path, tmp_path / "cam", device="cpu")
+    written = tmp_path / "cam" / case.name  # equicam cam writes one folder per case
+    provenance = json.loads((written / "cam.json").read_text())
+    assert provenance["protocol"] == "refined"
+    assert provenance["thresholds"] == dict.fromkeys(CAM_MAPS, 0.3)
+    loaded = load_case(case)
+    for name in ("flair", "fused_mean"):
+        mask = loaded.geometry.to_display(
+            np.asarray(nib.load(written / f"mask-{name}.nii.gz").dataobj)
+        )
+        labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
+        assert count <= 1  # the largest component only, grown
+        assert results["per_case"][case.name][name]["dice"] == pytest.approx(
+            dice(mask, loaded.whole_tumour)
+        )
+    paper = evaluate(
+        data,
+        path,
+        tmp_path / "paper",
+        device="cpu",
+        thresholds=(),
+        protocol="paper",
+        log=lambda line: None,
+    )
+    assert paper["protocol"] == "paper"
+    assert paper["protocol_settings"] == {"thresholds": dict.fromkeys(MAPS, 0.4)}
+
+
+def test_refined_on_a_checkpoint_without_its_settings_is_a_clear_error(
+    synthetic_cases, checkpoint, tmp_path, capsys
+):
+    args = _cam_args(synthetic_cases / "BraTS2021_00000", checkpoint, tmp_path / "out")
+    assert main([*args, "--protocol", "refined"]) == 2
+    error = capsys.readouterr().err
+    assert "no calibrated settings for the refined protocol" in error and "tiny" in error
+    assert not (tmp_path / "out").exists()

@@ -172,3 +172,15 @@ def test_interpolation_respects_in_plane_spacing_and_never_edits_the_input():
     rows, cols = np.nonzero(middle)
     assert abs((cols.max() - cols.min()) / 2 - 16) <= 1.0
     assert abs((rows.max() - rows.min()) * 2.0 / 2 - 16) <= 2.0
+
+
+def test_grow_matches_the_distance_transform_of_the_whole_array_at_its_edges():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((20, 25, 12), bool)
+    mask[rng.integers(0, 20, 6), rng.integers(0, 25, 6), rng.integers(0, 12, 6)] = True
+    mask[0, 0, 0] = mask[19, 24, 11] = True
+    spacing = (1.2, 0.9, 3.0)
+    full = ndimage.distance_transform_edt(~mask, sampling=spacing) <= 4.0
+    np.testing.assert_array_equal(grow(mask, spacing, 4.0), full)

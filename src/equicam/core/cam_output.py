@@ -27,10 +27,12 @@ from equicam.core.brats import CaseWarning, load_case, save_volume
 from equicam.core.evaluation import (
     _check_threshold,
     _load_model,
+    _protocol,
+    _thresholds_of,
     _versions,
     case_maps,
-    chosen_thresholds,
 )
+from equicam.core.refine import apply_protocol
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -66,6 +68,7 @@ def cam_case(
     device: str = "auto",
     threshold: float | None = None,
     precision: str = "auto",
+    protocol: str | None = None,
 ) -> list[Path]:
     """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
 
@@ -87,6 +90,9 @@ def cam_case(
         :func:`~equicam.core.evaluation.chosen_thresholds`).
     precision
         ``auto``, ``fp32`` or ``bf16`` (see :func:`~equicam.core.inference.resolve_precision`).
+    protocol
+        ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
+        checkpoint's recommendation.
 
     Returns
     -------
@@ -100,10 +106,13 @@ def cam_case(
     if threshold is not None:
         _check_threshold(threshold)
     model, meta, device, source = _load_model(checkpoint, device)
+    protocol = _protocol(meta, protocol, source)
     precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
     result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
-    thresholds = chosen_thresholds(meta, threshold, result.all_maps())
+    maps, masks, settings = apply_protocol(
+        result, protocol, meta, case.spacing, threshold, model.fusion_weights
+    )
     wanted = Path(out_dir) / case.case_id
     out = new_folder(wanted)
     if out != wanted:
@@ -114,10 +123,8 @@ def cam_case(
             CaseWarning,
             stacklevel=2,
         )
-    jobs = [(v, out / f"cam-{name}.nii.gz", "float32") for name, v in result.all_maps().items()]
-    jobs += [
-        (m, out / f"mask-{name}.nii.gz", "uint8") for name, m in result.masks(thresholds).items()
-    ]
+    jobs = [(v, out / f"cam-{name}.nii.gz", "float32") for name, v in maps.items()]
+    jobs += [(m, out / f"mask-{name}.nii.gz", "uint8") for name, m in masks.items()]
 
     def write(job):
         array, path, dtype = job
@@ -132,7 +139,9 @@ def cam_case(
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
-        "thresholds": thresholds,
+        "protocol": protocol,
+        "thresholds": _thresholds_of(settings),
+        "protocol_settings": settings,
         "modalities": list(result.maps),
         "device": device,
         "precision": precision,

@@ -25,6 +25,7 @@ from equicam import __version__
 from equicam.core.atomic import write_file, write_json
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
 from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.core.refine import apply_protocol, check_protocol, default_protocol, refinement_of
 from equicam.core.scoring import cohort, plot_sweep, results_table, score_maps
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
@@ -95,6 +96,21 @@ def chosen_thresholds(meta: dict, threshold: float | None, names) -> dict[str, f
     return {name: _check_threshold(per_map.get(name, default)) for name in names}
 
 
+def _protocol(meta: dict, protocol: str | None, source) -> str:
+    """The protocol to run: ``protocol`` or the checkpoint's default; refined needs settings."""
+    protocol = default_protocol(meta) if protocol is None else check_protocol(protocol)
+    if protocol == "refined":
+        refinement_of(meta, str(source))
+    return protocol
+
+
+def _thresholds_of(settings: dict) -> dict[str, float]:
+    """Map name -> mask threshold of :func:`~equicam.core.refine.apply_protocol`'s settings."""
+    if "thresholds" in settings:
+        return settings["thresholds"]
+    return {name: s["threshold"] for name, s in settings["maps"].items()}
+
+
 def _make_folder(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -134,9 +150,23 @@ def _score_case(files, model, meta, device: str, settings: dict) -> dict:
                 precision=settings["precision"],
             )
         )
-        maps = result.all_maps()
-        thresholds = chosen_thresholds(meta, settings["threshold"], maps)
+        maps, masks, used = apply_protocol(
+            result,
+            settings["protocol"],
+            meta,
+            case.spacing,
+            settings["threshold"],
+            model.fusion_weights,
+        )
+        thresholds = _thresholds_of(used)
         record = score_maps(maps, case.whole_tumour, case.spacing, thresholds, settings["sweep"])
+        if settings["protocol"] != "paper":  # a refined mask is more than its map's threshold
+            binary = {name: mask.astype(np.float32) for name, mask in masks.items()}
+            at_masks = score_maps(
+                binary, case.whole_tumour, case.spacing, dict.fromkeys(masks, 0.5)
+            )
+            record["scores"] = at_masks["scores"]
+        record["protocol_settings"] = used
     # A bad file, a wrong geometry, a case too big for memory: reported, and the cohort goes on.
     except (CaseError, OSError, ValueError, RuntimeError, MemoryError) as error:
         return {"case": files.case_id, "failed": f"{type(error).__name__}: {error}"}
@@ -191,6 +221,7 @@ def evaluate(
     precision: str = "auto",
     workers: int = 1,
     resume: bool = False,
+    protocol: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Dice, ASSD and HD95 of every case with a segmentation under ``data_dir``.
@@ -225,6 +256,10 @@ def evaluate(
     resume
         Reuse the cases kept in ``out_dir/cases`` by an earlier run with the same settings
         (one with other settings is an error); failed cases are tried again.
+    protocol
+        ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
+        checkpoint's recommendation. Each map's scores are those of its mask under the
+        protocol; the sweep thresholds the protocol's maps without the refined mask steps.
     log
         Receives one line per case.
 
@@ -251,6 +286,7 @@ def evaluate(
         if rank == 0:  # an unwritable folder is found before the long part, not after
             _make_folder(out)
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
+        protocol = _protocol(meta, protocol, source)
         precision = resolve_precision(precision, device)
         settings = {
             "checkpoint_file": str(source),
@@ -259,6 +295,7 @@ def evaluate(
             "threshold": threshold,
             "sweep": sweep,
             "fusions": list(fusions),
+            "protocol": protocol,
         }
         labelled = []
         for files in find_cases(data_dir):
@@ -326,6 +363,10 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
+        "protocol": protocol,
+        "protocol_settings": next(
+            (r["protocol_settings"] for r in records.values() if "protocol_settings" in r), {}
+        ),
         **cohort(records, sweep),
         "failed": dict(sorted(failed.items())),
         "training": {k: meta[k] for k in ("variant", "data") if k in meta},

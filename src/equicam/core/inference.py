@@ -66,6 +66,11 @@ class CamResult:
         Modality -> ``(Z,)`` tumour probability of each slice (0 where not computed).
     computed
         ``(Z,)`` True for the slices that were computed.
+    raw
+        Modality -> the map before normalisation and gating (ReLU, resized, zero outside the
+        brain): what the ``refined`` protocol (:mod:`equicam.core.refine`) starts from.
+    brain
+        ``(Z, Y, X)`` True inside the brain (any modality non-zero).
     """
 
     method: str
@@ -73,6 +78,8 @@ class CamResult:
     fused: dict[str, np.ndarray] = field(default_factory=dict)
     slice_prob: dict[str, np.ndarray] = field(default_factory=dict)
     computed: np.ndarray | None = None
+    raw: dict[str, np.ndarray] = field(default_factory=dict)
+    brain: np.ndarray | None = None
 
     def all_maps(self) -> dict[str, np.ndarray]:
         """Every map by evaluation name: modalities, then ``fused_<name>``."""
@@ -207,6 +214,7 @@ def cam_volume(
     total = len(batches) * len(names)
 
     maps = {m: np.zeros(shape, np.float32) for m in names}
+    raw_maps = {m: np.zeros(shape, np.float32) for m in names}
     probs = {m: np.zeros(shape[0], np.float32) for m in names}
     done = 0
     yield Progress(done, total, f"{METHOD_NAMES[method]} on {len(todo)} slices")
@@ -221,11 +229,13 @@ def cam_volume(
             with torch.inference_mode():  # in-place updates of CAM's inference tensors
                 # Bilinear resizing of the (non-negative) raw maps keeps them non-negative.
                 back = from_input(raw[:, None], shape[1:])[:, 0].flatten(1)
+                inside = torch.from_numpy(brain[batch]).to(device)
+                raw_maps[m][batch] = (back.view(-1, *shape[1:]) * inside).cpu().numpy()
                 low, high = back.amin(dim=1, keepdim=True), back.amax(dim=1, keepdim=True)
                 gate = (p > 0.5).float()[:, None] / (high - low).clamp_min(1e-6)
                 back = back.sub_(low).mul_(gate).view(-1, *shape[1:])
                 # Upsampled maps spill past the skull-stripped brain: nothing is tumour there.
-                back.mul_(torch.from_numpy(brain[batch]).to(device))
+                back.mul_(inside)
             maps[m][batch] = back.cpu().numpy()
             probs[m][batch] = p.cpu().numpy()
             done += 1
@@ -233,4 +243,4 @@ def cam_volume(
     fused = {f: fuse(f, maps, model.fusion_weights) for f in fusions}
     computed = np.zeros(shape[0], bool)
     computed[todo] = True
-    return CamResult(method, maps, fused, probs, computed)
+    return CamResult(method, maps, fused, probs, computed, raw_maps, brain)

@@ -88,17 +88,24 @@ class CAMNet(nn.Module):
         Channels of the CAM head.
     input_norm
         ``slice`` re-z-scores each input slice within its brain first (:func:`zscore_slices`).
+    in_channels
+        Input channels: 1 for a CAM network; the second stage
+        (:mod:`equicam.core.segnet`) feeds several sequences and neighbouring slices.
 
     Notes
     -----
-    ``forward`` maps ``(N, 1, H, W)`` to the raw CAM ``(N, n_classes, H, W)``;
+    ``forward`` maps ``(N, in_channels, H, W)`` to the raw CAM ``(N, n_classes, H, W)``;
     ``logits(cam)`` is its spatial mean ``(N, n_classes)``. ``features`` is the output of
     the last 3x3 conv block, the layer Grad-CAM differentiates through.
     H and W must be divisible by 8.
     """
 
     def __init__(
-        self, widths: Sequence[int] = PAPER_WIDTHS, n_classes: int = 2, input_norm: str = "case"
+        self,
+        widths: Sequence[int] = PAPER_WIDTHS,
+        n_classes: int = 2,
+        input_norm: str = "case",
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if len(widths) != 4:
@@ -106,7 +113,7 @@ class CAMNet(nn.Module):
         self.slice_norm = input_norm == "slice"
         w = list(widths)
         self.enc = nn.ModuleList(
-            [_double_conv(1, w[0])] + [_double_conv(w[i - 1], w[i]) for i in range(1, 4)]
+            [_double_conv(in_channels, w[0])] + [_double_conv(w[i - 1], w[i]) for i in range(1, 4)]
         )
         self.dec = nn.ModuleList([_double_conv(w[i + 1] + w[i], w[i]) for i in (2, 1, 0)])
         self.last = nn.Sequential(

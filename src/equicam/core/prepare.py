@@ -2,7 +2,7 @@
 
 Cache layout (``OUT``)::
 
-    meta.json          modalities, size, normalisation, cases, spacing, source, counts
+    meta.json          modalities, size, normalisation, cases, spacing, shapes, source, counts
     images.npy         float16 (N, M, S, S)  normalised axial slices, modality order of meta
     labels.npy         uint8 (N,)            1 when the slice holds any tumour voxel
     masks.npy          uint8 (N, S, S)       whole-tumour mask (evaluation only)
@@ -104,7 +104,7 @@ def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> di
     parts = []
     work = out / "parts"
     work.mkdir()
-    kept, spacing = [], {}
+    kept, spacing, shapes = [], {}, {}
     for files in cases:
         if files.seg is None:
             warnings.warn(f"{files.case_id}: no segmentation, skipped", CaseWarning, stacklevel=3)
@@ -129,6 +129,7 @@ def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> di
         )
         parts.append(path)
         spacing[files.case_id] = list(case.spacing)
+        shapes[files.case_id] = list(brain.shape)
         kept.append(files.case_id)
         positive = int(masks.any(axis=(1, 2)).sum())
         log(f"{files.case_id}: {len(keep)} slices, {positive} with tumour")
@@ -148,6 +149,7 @@ def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> di
         "normalisation": NORMALISATION,
         "cases": kept,
         "spacing": spacing,
+        "shapes": shapes,
         "source": str(Path(data_dir).resolve()),
         "seed": seed,
         "n_slices": int(labels.size),

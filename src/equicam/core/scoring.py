@@ -177,6 +177,7 @@ def results_table(results: dict) -> str:
     n_tumour, free = len(results["tumour_patients"]), results["tumour_free"]
     lines = [
         f"Checkpoint `{results['checkpoint']}`, method `{results['method']}`, "
+        f"protocol `{results.get('protocol', 'paper')}`, "
         f"{len(results['cases'])} cases: {n_tumour} with tumour, {len(free['cases'])} "
         f"tumour-free, {len(results.get('failed', {}))} failed.",
         "",

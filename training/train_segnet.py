@@ -1,0 +1,199 @@
+"""Train the second stage on refined pseudo-masks of the training patients.
+
+    python -m training.train_segnet --cache CACHE --cam CKPT --out DIR [--steps N] [...]
+
+The CAM checkpoint ``CKPT`` (with calibrated ``refined`` settings, see ``training.calibrate``)
+makes a refined pseudo-mask of one map (``--map``, default the fused mean) for every training
+patient of the slice cache; no pixel label of a training patient is read. The network learns
+the mask before growth, each voxel weighted by the map's confidence, the band that growth adds
+ignored (:func:`~equicam.core.segnet.pseudo_targets`). Its threshold is then chosen on the
+validation patients' pixel labels, as the CAM models' thresholds are. Writes
+``DIR/segnet.safetensors`` and ``DIR/losses.json``; never overwrites a file it did not write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from equicam.core.evaluation import SWEEP
+from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.metrics import dice
+from equicam.core.preprocess import to_input
+from equicam.core.refine import MaskSettings, refined_maps, refined_mask, refinement_of
+from equicam.core.segnet import (
+    SegConfig,
+    SegNet,
+    pseudo_targets,
+    save_segnet,
+    segment_volume,
+    with_context,
+)
+from training.data import SliceCache
+
+
+def pseudo_labelled(
+    cam_model, cam_meta: dict, data: SliceCache, name: str, context: int, device: str
+):
+    """Slices with context, targets and weights of a split, from refined pseudo-masks.
+
+    Returns
+    -------
+    (inputs, targets, weights)
+        ``(N, C, S, S)`` float32, ``(N, S, S)`` uint8 and float32 at the cache's size, where
+        ``C`` is every sequence at ``2 context + 1`` slices.
+    """
+    refinement = refinement_of(cam_meta)
+    settings = refinement.mask_settings(name)
+    before_growth = MaskSettings(
+        settings.threshold, settings.largest_only, settings.min_component_mm3
+    )
+    inputs, targets, weights = [], [], []
+    for case_id in data.case_ids:
+        images, _ = data.case_slices(case_id)  # pixel labels of training patients: unused
+        spacing = data.case_spacing(case_id)
+        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+        fusions = ("mean", "max", "geometric", "weighted")
+        result = run_to_end(cam_volume(cam_model, volume, device=device, fusions=fusions))
+        confidence = refined_maps(result, spacing[0], refinement, cam_model.fusion_weights)[name]
+        mask = refined_mask(confidence, result.brain, spacing, settings)
+        core = refined_mask(confidence, result.brain, spacing, before_growth)
+        target, weight = pseudo_targets(mask, core, confidence)
+        inputs.append(with_context(images, context))
+        targets.append(target)
+        weights.append(weight)
+    return np.concatenate(inputs), np.concatenate(targets), np.concatenate(weights)
+
+
+def train_steps(
+    model: SegNet,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[float]:
+    """Train ``model`` for ``steps`` batches of random slices with random flips.
+
+    The loss is the voxel-weighted cross-entropy (weights 0 ignore a voxel). Returns the loss
+    of every step.
+    """
+    size = model.config.input_size
+    x_all = to_input(torch.from_numpy(inputs), size)
+    y_all = to_input(torch.from_numpy(targets[:, None].astype(np.float32)), size, nearest=True)
+    w_all = to_input(torch.from_numpy(weights[:, None]), size, nearest=True)
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.to(device).train()
+    losses = []
+    for _ in range(steps):
+        pick = torch.randint(len(x_all), (batch_size,), generator=generator)
+        x, y, w = x_all[pick], y_all[pick, 0].long(), w_all[pick, 0]
+        if torch.rand(1, generator=generator) < 0.5:  # left-right flip: brains are symmetric
+            x, y, w = x.flip(-1), y.flip(-1), w.flip(-1)
+        x, y, w = x.to(device), y.to(device), w.to(device)
+        per_voxel = F.cross_entropy(model(x), y, reduction="none")
+        loss = (per_voxel * w).sum() / w.sum().clamp_min(1.0)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
+    """The threshold of :data:`SWEEP` with the best mean Dice on the split's tumour patients."""
+    cases = []
+    for case_id in data.case_ids:
+        images, truth = data.case_slices(case_id)
+        if truth.any():
+            volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+            cases.append((segment_volume(model, volume, device=device), truth > 0))
+    if not cases:
+        return {"threshold": 0.5, "dice": None}
+    scores = {t: float(np.mean([dice(p >= t, truth) for p, truth in cases])) for t in SWEEP}
+    best = max(scores, key=scores.get)
+    return {"threshold": best, "dice": scores[best]}
+
+
+def main(argv=None) -> Path:
+    """Command line; returns the checkpoint written."""
+    from equicam.core.checkpoint import load_checkpoint
+    from equicam.core.device import resolve_device
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", required=True, help="slice cache of `equicam prepare`")
+    parser.add_argument("--cam", required=True, help="CAM checkpoint with refined settings")
+    parser.add_argument("--out", required=True, type=Path, help="new output folder")
+    parser.add_argument("--map", default="fused_mean", help="map whose pseudo-masks are learnt")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--context", type=int, default=1, help="neighbouring slices each side")
+    parser.add_argument("--widths", default="16,32,64,64", help="four encoder widths")
+    parser.add_argument("--input-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    target = args.out / "segnet.safetensors"
+    if target.exists():
+        parser.error(f"{target} exists; choose a new --out folder")
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    cam_model, cam_meta = load_checkpoint(args.cam, device=device)
+    config = SegConfig(
+        modalities=cam_model.modalities,
+        context=args.context,
+        widths=tuple(int(w) for w in args.widths.split(",")),
+        input_size=args.input_size,
+    )
+    train = SliceCache(args.cache, "train", config.modalities)
+    inputs, targets, weights = pseudo_labelled(
+        cam_model, cam_meta, train, args.map, config.context, device
+    )
+    model = SegNet(config)
+    losses = train_steps(
+        model,
+        inputs,
+        targets,
+        weights,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+    )
+    chosen = choose_threshold(model, SliceCache(args.cache, "val", config.modalities), device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "threshold": chosen["threshold"],
+        "val_dice": chosen["dice"],
+        "trained_on": {
+            "cache": str(args.cache),
+            "cam_checkpoint": str(args.cam),
+            "map": args.map,
+            "train_cases": len(train.case_ids),
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+        },
+        "final_loss": float(np.mean(losses[-10:])),
+    }
+    path = save_segnet(target, model.cpu(), meta)
+    (args.out / "losses.json").write_text(json.dumps(losses))
+    print(f"wrote {path}: threshold {chosen['threshold']}, val Dice {chosen['dice']}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
