@@ -216,7 +216,13 @@ def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, chec
         log=lambda line: None,
     )
     assert set(results["sweep"]) == {"0.3", "0.55"}
-    assert results["sweep"]["0.3"] == results["summary"]
+    for name, row in results["summary"].items():  # the sweep: Dice and FP volume only
+        swept = results["sweep"]["0.3"][name]
+        assert set(swept) == {"dice_mean", "dice_std", "fp_cm3_mean", "fp_cm3_std"} | {
+            "threshold",
+            "n_cases",
+        }
+        assert {k: row[k] for k in swept} == swept
     assert all(
         row["threshold"] == 0.3 and row["n_cases"] == 2 for row in results["summary"].values()
     )
