@@ -1,21 +1,23 @@
-"""The paper's table on held-out synthetic patients: every variant and CAM method, plus the anchor.
+"""The paper's table on a held-out appearance family: every variant and CAM method, the anchor.
 
-    .venv/bin/python -m bench.quality_table --test data/heldout --val data/synth80 \\
-        --cache data/synth80_cache --out docs/results \\
-        baseline=runs/cpu_baseline/checkpoint.safetensors er=runs/cpu_er/checkpoint.safetensors \\
-        kl=runs/cpu_kl/checkpoint.safetensors er_kl=runs/cpu_er_kl/checkpoint.safetensors \\
-        full=runs/cpu_full/checkpoint.safetensors
+    .venv/bin/python -m bench.quality_table --test data/test_c3t --val data/train60 \\
+        --cache data/train60_cache --out docs/results \\
+        baseline=runs/cpu_baseline/checkpoint.safetensors full=runs/cpu_full/checkpoint.safetensors
 
-Each ``NAME=CHECKPOINT`` is evaluated with ``equicam evaluate``'s own function on every case of
-``--test`` (the threshold of each map is the one its training chose on validation); the
-``baseline`` checkpoint is also evaluated with Grad-CAM and Grad-CAM++. The anchor is the best
-single intensity threshold on one modality: each modality z-scored inside the brain per case,
-one modality, direction and threshold chosen on the validation patients (the ``val`` split of
+``--test`` holds cases of a family no network trained on (``equicam synth --family
+clinical-3T``), ``--val``/``--cache`` the training family's cases and their splits. Each
+``NAME=CHECKPOINT`` is evaluated with ``equicam evaluate``'s own function (the threshold of each
+map is the one its training chose on validation); the ``baseline`` checkpoint is also evaluated
+with Grad-CAM and Grad-CAM++ (``--no-gradcam`` skips them). The anchor is the best single
+intensity threshold on one modality: each modality z-scored inside the brain per case, one
+modality, direction and threshold chosen on the validation patients (the ``val`` split of
 ``--cache``, read from ``--val``), then applied unchanged to the test patients.
 
-Writes ``OUT/<row>/results.json`` per row, ``OUT/table.md`` (Dice over every patient, ASSD over
-the patients with tumour, mean +- std) and ``OUT/cams.png``: baseline against equivariant CAMs
-on a few test slices.
+Writes ``OUT/<row>/results.json`` per row, ``OUT/table.md``: Dice of every map over the tumour
+patients; then, for each row's fused weighted map and its best single sequence, Dice by
+whole-tumour size stratum, HD95 and ASSD over the tumour patients and the false-positive
+volume on the tumour-free patients; and ``OUT/cams.png``: baseline against equivariant CAMs on
+a few test slices.
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ from bench.synth_quality import EDGES, dice_curves
 from equicam.core.brats import LAYER_NAMES, MODALITIES, find_cases, load_case
 from equicam.core.checkpoint import read_metadata, resolve_checkpoint
 from equicam.core.evaluation import evaluate
-from equicam.core.metrics import assd, dice
 from equicam.core.preprocess import brain_mask, normalise_volume
-from equicam.core.scoring import summarise
+from equicam.core.scoring import STRATA, cohort, score_maps
 
 COLUMNS = (*MODALITIES, "fused_mean", "fused_max", "fused_geometric", "fused_weighted")
 METHOD_LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
@@ -58,42 +59,78 @@ def choose_anchor(val_cases) -> dict:
     }
 
 
-def anchor_scores(case, anchor: dict) -> dict:
-    """Dice and ASSD of the anchor's mask on one case."""
+def anchor_record(case, anchor: dict) -> dict:
+    """The anchor's mask on one case, scored as ``evaluate`` scores a map."""
     brain = brain_mask(case.images)
     z = normalise_volume(case.images[anchor["modality"]], brain)
     above = anchor["direction"] == "above"
     mask = brain & ((z >= anchor["z"]) if above else (z < anchor["z"]))
-    truth = case.whole_tumour
-    return {"dice": dice(mask, truth), "assd": assd(mask, truth, case.spacing)}
+    record = score_maps(
+        {"anchor": mask.astype(np.float32)}, case.whole_tumour, case.spacing, {"anchor": 0.5}
+    )
+    record["thresholds"] = {"anchor": 0.5}
+    return record
 
 
-def _row(label: str, results: dict, tumour_free: set) -> tuple[str, list[str], list[str]]:
-    """Dice over every case; ASSD over the cases with tumour (it has no meaning without)."""
-    dices, assds = [], []
-    for column in COLUMNS:
-        rows = {case: row[column] for case, row in results["per_case"].items() if column in row}
-        d = [s["dice"] for s in rows.values()]
-        a = [s["assd"] for case, s in rows.items() if case not in tumour_free]
-        dices.append(f"{np.mean(d):.3f} +- {np.std(d):.3f}" if d else "")
-        assds.append(f"{np.mean(a):.1f} +- {np.std(a):.1f}" if a else "")
-    return label, dices, assds
+def _mean(row: dict, key: str, digits: int) -> str:
+    if row.get(f"{key}_mean") is None:
+        return "-"
+    return f"{row[f'{key}_mean']:.{digits}f} +- {row[f'{key}_std']:.{digits}f}"
 
 
-def table(rows: list[tuple[str, list[str], list[str]]], n_cases: int, n_free: int) -> str:
-    """Two Markdown tables (Dice, then ASSD in mm) with one row per method."""
+def _dice_row(label: str, results: dict) -> str:
+    summary = results["summary"]
+    return (
+        f"| {label} | " + " | ".join(_mean(summary.get(c, {}), "dice", 3) for c in COLUMNS) + " |"
+    )
+
+
+def _detail_row(label: str, results: dict, name: str) -> str:
+    """Dice by stratum, HD95, ASSD and false positives of one map of one row."""
+    summary, strata = results["summary"].get(name, {}), results["strata"]
+    free = results["tumour_free"]["summary"].get(name, {})
+    cells = [_mean(summary, "dice", 3)]
+    cells += [_mean(strata[s]["summary"].get(name, {}), "dice", 3) for s in STRATA]
+    cells += [_mean(summary, "hd95", 1), _mean(summary, "assd", 1)]
+    fp = free.get("fp_cm3_median")
+    cells.append("-" if fp is None else f"{fp:.1f} (max {free['fp_cm3_max']:.1f})")
+    return f"| {label} | {name.replace('_', ' ')} | " + " | ".join(cells) + " |"
+
+
+def best_sequence(results: dict) -> str:
+    """The single sequence with the highest Dice over the tumour patients (picked on test)."""
+    summary = results["summary"]
+    return max(MODALITIES, key=lambda m: summary.get(m, {}).get("dice_mean", -1.0))
+
+
+def table(rows: list[tuple[str, dict]]) -> str:
+    """Markdown: Dice of every map, then the detail of each row's fused and best maps."""
+    first = rows[0][1]
+    n_tumour, n_free = len(first["tumour_patients"]), len(first["tumour_free"]["cases"])
+    counts = ", ".join(f"{s}: {len(first['strata'][s]['cases'])}" for s in STRATA)
     header = "| | " + " | ".join(c.replace("_", " ") for c in COLUMNS) + " |"
-    rule = "| --- |" + " --- |" * len(COLUMNS)
-    out = [f"Dice, mean +- std over {n_cases} held-out patients", "", header, rule]
-    out += [f"| {label} | " + " | ".join(d) + " |" for label, d, _ in rows]
-    out += [
-        "",
-        f"ASSD (mm), mean +- std over the {n_cases - n_free} held-out patients with tumour",
+    out = [
+        f"Dice, mean +- std over {n_tumour} tumour patients",
         "",
         header,
-        rule,
+        "| --- |" + " --- |" * len(COLUMNS),
     ]
-    out += [f"| {label} | " + " | ".join(a) + " |" for label, _, a in rows]
+    out += [_dice_row(label, results) for label, results in rows]
+    out += [
+        "",
+        f"By whole-tumour size ({counts}); HD95 and ASSD (mm) over the tumour patients; "
+        f"false-positive volume (cm3, median and max) on the {n_free} tumour-free patients",
+        "",
+        "| | map | Dice | " + " | ".join(STRATA) + " | HD95 | ASSD | FP cm3 |",
+        "| --- | --- |" + " --- |" * (len(STRATA) + 4),
+    ]
+    for label, results in rows:
+        names = [
+            n
+            for n in ("fused_weighted", best_sequence(results), "anchor")
+            if n in results["summary"]
+        ]
+        out += [_detail_row(label, results, name) for name in names]
     return "\n".join(out) + "\n"
 
 
@@ -146,19 +183,18 @@ def main() -> None:
     parser.add_argument("--val", type=Path, required=True, help="the training cases folder")
     parser.add_argument("--cache", type=Path, required=True, help="slice cache with the splits")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--no-gradcam", action="store_true", help="CAM rows only")
+    parser.add_argument("--workers", type=int, default=1, help="cases evaluated at once")
     parser.add_argument("checkpoints", nargs="+", metavar="NAME=CHECKPOINT")
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoints)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.node()} {platform.machine()}")
 
-    test_cases = [load_case(f) for f in find_cases(args.test) if f.seg is not None]
-    tumour_free = {c.case_id for c in test_cases if not c.whole_tumour.any()}
     rows = []
     jobs = [(name, "cam") for name in checkpoints]
-    if "baseline" in checkpoints:
+    if "baseline" in checkpoints and not args.no_gradcam:
         jobs[1:1] = [("baseline", "gradcam"), ("baseline", "gradcampp")]
-    n_cases = 0
     for name, method in jobs:
         start = time.perf_counter()
         folder = args.out / f"{name}_{method}"
@@ -169,33 +205,36 @@ def main() -> None:
             method=method,
             device="cpu",
             thresholds=(),
+            workers=args.workers,
             log=lambda _: None,
         )
-        n_cases = len(results["cases"])
         meta = read_metadata(resolve_checkpoint(checkpoints[name]))
         model = meta["model"]
         setting = (
             f"{model['input_size']} px, widths {model['widths'][0]}-{model['widths'][-1]}, "
             f"{meta.get('epochs', '?')} epochs"
         )
-        label = f"{name}, {METHOD_LABELS[method]} ({setting})"
-        rows.append(_row(label, results, tumour_free))
-        print(f"{name} {method}: {time.perf_counter() - start:.0f} s, " + rows[-1][1][-3])
+        rows.append((f"{name}, {METHOD_LABELS[method]} ({setting})", results))
+        weighted = results["summary"].get("fused_weighted", {}).get("dice_mean", float("nan"))
+        print(f"{name} {method}: {time.perf_counter() - start:.0f} s, weighted {weighted:.3f}")
 
     val_ids = set((args.cache / "splits" / "val.txt").read_text().split())
     val_cases = [load_case(f) for f in find_cases(args.val) if f.case_id in val_ids]
     anchor = choose_anchor(val_cases)
-    per_case = {c.case_id: {anchor["modality"]: anchor_scores(c, anchor)} for c in test_cases}
-    summary = summarise(per_case, {anchor["modality"]: anchor["z"]})
-    anchor_results = {"anchor": anchor, "summary": summary, "per_case": per_case}
+    records = {}
+    for folder in find_cases(args.test):
+        if folder.seg is not None:
+            case = load_case(folder)
+            records[case.case_id] = anchor_record(case, anchor)
+    anchor_results = {"anchor": anchor, **cohort(records, ())}
     (args.out / "anchor").mkdir(exist_ok=True)
     (args.out / "anchor" / "results.json").write_text(json.dumps(anchor_results, indent=2))
     sign = ">=" if anchor["direction"] == "above" else "<"
     label = f"anchor: z {sign} {anchor['z']:+.2f} on {LAYER_NAMES[anchor['modality']]}"
-    rows.append(_row(label, anchor_results, tumour_free))
+    rows.append((label, anchor_results))
     print(f"{label} (val Dice {anchor['val_dice']:.3f})")
 
-    text = table(rows, n_cases, len(tumour_free))
+    text = table(rows)
     (args.out / "table.md").write_text(text)
     print(text)
     shown = {k: v for k, v in checkpoints.items() if k in ("baseline", "full")}

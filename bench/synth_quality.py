@@ -1,13 +1,14 @@
 """How hard and how realistic is the synthetic data? Timing, threshold anchor and a montage.
 
-    .venv/bin/python bench/synth_quality.py --cases 10 --seed 0 --out docs
+    .venv/bin/python bench/synth_quality.py --cases 10 --seed 0 --family clinical-3T --out docs
+    .venv/bin/python bench/synth_quality.py --data data/test_c3t   (cases already written)
 
 Prints the generation time per case and the best Dice that one intensity threshold on one
 modality reaches against the whole tumour (each modality z-scored inside the brain per case,
-one threshold fixed across all cases, mean Dice over the cases with tumour), plus the
-per-case-optimal threshold as an upper bound. Writes ``OUT/synth_montage.png``: four sequences
-x three axial slices with the tumour outline, for a high-grade, a low-grade and a tumour-free
-case, in radiological orientation.
+one threshold fixed across all cases, mean Dice over the cases with tumour), that threshold's
+Dice by whole-tumour size stratum, plus the per-case-optimal threshold as an upper bound.
+Writes ``OUT/synth_montage.png``: four sequences x three axial slices with the tumour outline,
+for a high-grade, a low-grade and a tumour-free case, in radiological orientation.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES, load_case
 from equicam.core.preprocess import brain_mask, normalise_volume
-from equicam.core.synth import CASE_TYPES, write_cases
+from equicam.core.synth import CASE_TYPES, family_names, write_cases
 
 EDGES = np.linspace(-5, 5, 201)
+STRATA = ((0.0, 30.0, "< 30 cm3"), (30.0, 100.0, "30-100 cm3"), (100.0, np.inf, "> 100 cm3"))
 
 
 def dice_curves(case) -> dict[str, np.ndarray]:
@@ -85,49 +87,64 @@ def montage(cases, out: Path) -> None:
     plt.close(fig)
 
 
+def _report(folders: list[Path], out: Path) -> None:
+    totals, per_case_best, volumes, shown = {}, [], [], []
+    for index, folder in enumerate(folders):
+        case = load_case(folder)
+        kind = CASE_TYPES[index % len(CASE_TYPES)]
+        if kind in ("hgg", "lgg", "healthy") and kind not in [k for k, _ in shown]:
+            shown.append((kind, case))
+        if not case.whole_tumour.any():
+            continue
+        volumes.append(case.whole_tumour.sum() * np.prod(case.spacing) / 1000.0)
+        curves = dice_curves(case)
+        per_case_best.append(max(float(c.max()) for c in curves.values()))
+        for key, curve in curves.items():
+            totals.setdefault(key, []).append(curve)
+    means = {key: np.mean(curves, axis=0) for key, curves in totals.items()}
+    key, curve = max(means.items(), key=lambda kv: kv[1].max())
+    best = int(curve.argmax())
+    print(
+        f"best single threshold over {len(per_case_best)} tumour cases: {key[0]} {key[1]} "
+        f"z={EDGES[best]:+.2f} -> mean Dice {curve[best]:.3f}"
+    )
+    at_best = np.array([c[best] for c in totals[key]])
+    volumes = np.array(volumes)
+    for low, high, label in STRATA:
+        inside = (volumes >= low) & (volumes < high)
+        if inside.any():
+            print(f"  {label:11s} {inside.sum():3d} cases: Dice {at_best[inside].mean():.3f}")
+    for m in MODALITIES:
+        top = max(means[(m, d)].max() for d in ("above", "below"))
+        print(f"  {m:6s} best fixed-threshold mean Dice {top:.3f}")
+    print(f"per-case optimal threshold (upper bound): mean Dice {np.mean(per_case_best):.3f}")
+    out.mkdir(parents=True, exist_ok=True)
+    montage(shown, out / "synth_montage.png")
+    print(f"wrote {out / 'synth_montage.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=("full", "small"), default="full")
+    parser.add_argument("--family", choices=family_names(), default="train")
+    parser.add_argument("--data", type=Path, help="report on cases already written here")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
 
     print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}".strip())
+    if args.data:
+        _report(sorted(p for p in args.data.iterdir() if p.is_dir()), args.out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        folders = write_cases(tmp, args.cases, args.seed, args.size)
+        folders = write_cases(tmp, args.cases, args.seed, args.size, args.family)
         elapsed = time.perf_counter() - start
         print(f"generated {args.cases} {args.size} cases: {elapsed / args.cases:.1f} s per case")
         size_mb = sum(f.stat().st_size for f in Path(folders[0]).iterdir()) / 1e6
         print(f"one case on disk: {size_mb:.1f} MB")
-
-        totals, per_case_best, shown = {}, [], []
-        for index, folder in enumerate(folders):
-            case = load_case(folder)
-            kind = CASE_TYPES[index % len(CASE_TYPES)]
-            if kind in ("hgg", "lgg", "healthy") and kind not in [k for k, _ in shown]:
-                shown.append((kind, case))
-            if not case.whole_tumour.any():
-                continue
-            curves = dice_curves(case)
-            per_case_best.append(max(float(c.max()) for c in curves.values()))
-            for key, curve in curves.items():
-                totals.setdefault(key, []).append(curve)
-        means = {key: np.mean(curves, axis=0) for key, curves in totals.items()}
-        key, curve = max(means.items(), key=lambda kv: kv[1].max())
-        best = int(curve.argmax())
-        print(
-            f"best single threshold over {len(per_case_best)} tumour cases: {key[0]} {key[1]} "
-            f"z={EDGES[best]:+.2f} -> mean Dice {curve[best]:.3f}"
-        )
-        for m in MODALITIES:
-            top = max(means[(m, d)].max() for d in ("above", "below"))
-            print(f"  {m:6s} best fixed-threshold mean Dice {top:.3f}")
-        print(f"per-case optimal threshold (upper bound): mean Dice {np.mean(per_case_best):.3f}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        montage(shown, args.out / "synth_montage.png")
-        print(f"wrote {args.out / 'synth_montage.png'}")
+        _report(folders, args.out)
 
 
 if __name__ == "__main__":

@@ -77,12 +77,17 @@ class BalancedSampler(Sampler[int]):
         Seed of the draws; call :meth:`set_epoch` to draw anew each epoch.
     rank, world
         This process and the number of processes.
+    draws
+        Slices drawn per epoch over all ranks (0: as many as ``labels`` holds).
     """
 
-    def __init__(self, labels: np.ndarray, *, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self, labels: np.ndarray, *, seed: int = 0, rank: int = 0, world: int = 1, draws: int = 0
+    ):
         labels = np.asarray(labels)
         counts = np.bincount(labels, minlength=2).astype(np.float64)
         self.weights = torch.from_numpy(1.0 / counts[labels])
+        self.draws = int(draws) or len(labels)
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -96,4 +101,4 @@ class BalancedSampler(Sampler[int]):
         return iter(draw[self.rank :: self.world].tolist())
 
     def __len__(self) -> int:
-        return -(-len(self.weights) // self.world)
+        return -(-self.draws // self.world)

@@ -4,6 +4,11 @@
     torchrun --nproc_per_node N -m training.train --config ... (DDP: nccl on GPU, gloo on CPU)
 
 Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/cache``.
+``train.augment=P`` draws each intensity change of :mod:`equicam.core.augment` with
+probability P per slice and sequence (0: none, the paper's setting);
+``loss.cmer_reduction=sum`` makes CMER a per-sample cosine distance (``mean``: as published).
+With ``train.balanced=true``, ``train.epoch_slices=N`` draws N slices per epoch (0: as many as
+the training split holds).
 A run folder receives ``checkpoint.safetensors`` (each modality's network from its best
 validation-accuracy epoch, with the threshold chosen on validation), ``metrics.jsonl``,
 ``curves.png`` and ``last_state.pt`` (to resume with ``train.resume=true``).
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from equicam.core.augment import IntensityAugment, augment_intensity
 from equicam.core.checkpoint import save_checkpoint
 from equicam.core.device import resolve_device, supports_bf16
 from equicam.core.losses import TERMS, LossWeights, method_losses
@@ -47,7 +53,14 @@ DEFAULTS: dict = {
         "input_size": 240,
         "input_norm": "case",
     },
-    "loss": {"cls": 1.0, "kl": 0.5, "er": 1.0, "cmer": 1.0, "temperature": 10.0},
+    "loss": {
+        "cls": 1.0,
+        "kl": 0.5,
+        "er": 1.0,
+        "cmer": 1.0,
+        "temperature": 10.0,
+        "cmer_reduction": "mean",
+    },
     "train": {
         "epochs": 30,
         "batch_size": 16,
@@ -67,6 +80,8 @@ DEFAULTS: dict = {
         "schedule": "constant",
         "warmup_epochs": 0.0,
         "select": "accuracy",
+        "augment": 0.0,
+        "epoch_slices": 0,
     },
 }
 
@@ -150,7 +165,8 @@ def training_step(pair, optimizers: dict, x, y, t, weights: LossWeights, *, amp:
     weights
         Loss weights.
     amp
-        bf16 autocast on the device of ``x`` (CUDA, or a CPU with native bf16).
+        bf16 autocast on the device of ``x`` (CUDA, or a CPU with native bf16) for the networks'
+        bodies; their CAM heads and the losses run in float32.
 
     Returns
     -------
@@ -162,7 +178,7 @@ def training_step(pair, optimizers: dict, x, y, t, weights: LossWeights, *, amp:
     axs = {m: ax[:, i : i + 1] for i, m in enumerate(optimizers)}
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         cams_x, cams_ax = pair(xs, axs)
-        losses = method_losses(cams_x, cams_ax, y, t, weights)
+    losses = method_losses(cams_x, cams_ax, y, t, weights)
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     sum(terms["total"] for terms in losses.values()).backward()
@@ -335,10 +351,15 @@ def train(config: dict) -> Path:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
+    augment = IntensityAugment(p=float(cfg["augment"]))
     for epoch in range(start, int(cfg["epochs"])):
         if cfg["balanced"]:
             sampler = BalancedSampler(
-                train_data.labels, seed=int(cfg["seed"]), rank=rank, world=world
+                train_data.labels,
+                seed=int(cfg["seed"]),
+                rank=rank,
+                world=world,
+                draws=int(cfg["epoch_slices"]),
             )
         elif world > 1:
             sampler = DistributedSampler(train_data, world, rank, seed=int(cfg["seed"]))
@@ -362,6 +383,8 @@ def train(config: dict) -> Path:
         seen, tic = 0, time.perf_counter()
         for steps, (x, y) in enumerate(loader, 1):
             x = to_input(x.to(device), model_cfg.input_size)
+            if cfg["augment"]:
+                x = augment_intensity(x, generator, augment)
             x, y = x.contiguous(memory_format=torch.channels_last), y.to(device)
             t = sample_transform(generator, model_cfg.input_size)
             progress = epoch + (steps - 1) / len(loader)

@@ -12,13 +12,14 @@ from collections.abc import Sequence
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
+FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
 
 
 def _synth(args: argparse.Namespace) -> None:
     from equicam.core.synth import write_cases
 
-    folders = write_cases(args.out_dir, args.cases, args.seed, args.size)
-    print(f"wrote {len(folders)} cases to {args.out_dir}")
+    folders = write_cases(args.out_dir, args.cases, args.seed, args.size, args.family)
+    print(f"wrote {len(folders)} cases ({args.family}) to {args.out_dir}")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -98,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("full", "small"),
         default="full",
         help="full: 240x240x155 at 1 mm (BraTS grid); small: 2 mm grid for tests",
+    )
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="train",
+        help="appearance family (field strength, sequences, acquisition): 'train' mixes "
+        "clinical-1.5T and research-3T per case; clinical-3T is the held-out test family "
+        "(default train)",
     )
     p.set_defaults(func=_synth)
 

@@ -217,3 +217,38 @@ def test_low_precision_cams_give_float32_losses():
         for name, value in half[m].items():
             assert value.dtype == torch.float32
             torch.testing.assert_close(value, full[m][name], rtol=0.05, atol=1e-6)
+
+
+def test_summed_cmer_is_a_bounded_cosine_distance():
+    p = torch.zeros(2, 8, 8)
+    q = torch.zeros(2, 8, 8)
+    p[:, :4], q[:, 4:] = 1.0, 1.0  # disjoint supports: cosine 0
+    gate = torch.tensor([1, 1])
+    assert float(gated_distance(p, q, gate, "sum")) == pytest.approx(2.0)
+    assert float(gated_distance(p, 3 * p, gate, "sum")) == pytest.approx(0.0, abs=1e-6)
+    assert float(gated_distance(p, q, gate, "mean")) == pytest.approx(2.0 / 64)
+
+
+def _term_gradient(term: str, reduction: str) -> float:
+    """Gradient norm reaching one modality's CAM from one loss term on a toy batch."""
+    generator = torch.Generator().manual_seed(0)
+    t = SpatialTransform("rot90")
+    cams_x, cams_ax = {}, {}
+    for m in ("t1", "flair"):
+        base = torch.rand(8, 2, 32, 32, generator=generator)
+        base[:, 1] += 0.5  # every teacher calls its slices tumour: every gate open
+        cams_x[m] = base.clone().requires_grad_(True)
+        cams_ax[m] = apply_transform(base, t) + 0.3 * torch.rand(8, 2, 32, 32, generator=generator)
+        cams_ax[m].requires_grad_(True)
+    weights = LossWeights(kl=0.0, er=1.0, cmer=1.0, cmer_reduction=reduction)
+    terms = method_losses(cams_x, cams_ax, torch.ones(8, dtype=torch.long), t, weights)["t1"]
+    terms[term].backward()
+    return float(cams_x["t1"].grad.norm())
+
+
+def test_summed_cmer_acts_as_strongly_as_er_and_the_published_mean_does_not():
+    er = _term_gradient("er", "sum")
+    summed = _term_gradient("cmer", "sum")
+    mean = _term_gradient("cmer", "mean")
+    assert 0.1 < summed / er < 10, (summed, er)
+    assert mean / er < 0.01, (mean, er)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from equicam.core.transforms import (
+    FAMILIES,
     KINDS,
     SpatialTransform,
     apply_transform,
@@ -57,6 +58,19 @@ def test_same_seed_same_transform_and_every_kind_is_drawn():
     assert kinds == set(KINDS)
     shifts = [sample_transform(torch.Generator().manual_seed(s), 64) for s in range(300)]
     assert all(abs(v) <= 0.3 for t in shifts for v in t.shift)
+
+
+def test_families_are_drawn_uniformly_and_a_rescale_is_never_the_identity():
+    """As the authors draw A: flip, rotation, translation or rescale, a quarter each."""
+    family = {"hflip": "flip", "vflip": "flip", "translate": "translation", "rescale": "rescale"}
+    generator = torch.Generator().manual_seed(1)
+    draws = [sample_transform(generator, 64) for _ in range(4000)]
+    counts = dict.fromkeys(FAMILIES, 0)
+    for t in draws:
+        counts[family.get(t.kind, "rotation")] += 1
+    for f, n in counts.items():
+        assert abs(n / len(draws) - 0.25) < 0.03, (f, n)
+    assert all(t.size != 64 for t in draws if t.kind == "rescale")
 
 
 # Where a delta at (row 5, column 3) of a 16 x 16 slice lands; rescale is to 24 x 24.

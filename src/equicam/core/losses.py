@@ -21,11 +21,16 @@ TERMS = ("cls", "kl", "er", "cmer")
 _EPS = 1e-6
 
 
+REDUCTIONS = ("mean", "sum")
+
+
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the terms and the KL temperature; a zero weight switches a term off.
+    """Weights of the terms, the KL temperature and the CMER reduction.
 
-    Baseline CAM: ``kl = er = cmer = 0``.
+    A zero weight switches a term off; baseline CAM: ``kl = er = cmer = 0``.
+    ``cmer_reduction`` is ``mean`` (as published: the mean over N x H x W, at most 2/(H W) per
+    sample) or ``sum`` (the sum over H x W, mean over N: a cosine distance, at most 2).
     """
 
     cls: float = 1.0
@@ -33,6 +38,13 @@ class LossWeights:
     er: float = 1.0
     cmer: float = 1.0
     temperature: float = 10.0
+    cmer_reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.cmer_reduction not in REDUCTIONS:
+            raise ValueError(
+                f"loss.cmer_reduction is {self.cmer_reduction!r}; use one of {REDUCTIONS}"
+            )
 
 
 def normalise_cam(cam: torch.Tensor) -> torch.Tensor:
@@ -70,12 +82,18 @@ def _unit(maps: torch.Tensor) -> torch.Tensor:
     return maps / maps.flatten(1).norm(dim=1).clamp_min(_EPS).view(-1, 1, 1)
 
 
-def gated_distance(p: torch.Tensor, q: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+def gated_distance(
+    p: torch.Tensor, q: torch.Tensor, gate: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """``D(p, q; g) = mean[g (p/||p|| - q/||q||)^2]``, norms over H x W of each map.
 
-    ``p``, ``q`` ``(N, H, W)``; ``gate`` ``(N,)`` in {0, 1} -> scalar.
+    ``p``, ``q`` ``(N, H, W)``; ``gate`` ``(N,)`` in {0, 1} -> scalar. ``reduction="sum"``
+    sums over H x W before the mean over N: ``2 - 2 cos(p, q)`` per gated sample.
     """
-    return (gate.view(-1, 1, 1).float() * (_unit(p) - _unit(q)) ** 2).mean()
+    squared = gate.view(-1, 1, 1).float() * (_unit(p) - _unit(q)) ** 2
+    if reduction == "sum":
+        return squared.sum(dim=(1, 2)).mean()
+    return squared.mean()
 
 
 def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -150,8 +168,9 @@ def method_losses(
             for j in (j for j in names if j != m):
                 gate_ax = y * (logits_ax[j].argmax(dim=1) == 1)
                 gate_x = y * (logits_x[j].argmax(dim=1) == 1)
-                term1 = gated_distance(a_c_x[m], c_ax[j].detach(), gate_ax)
-                term2 = gated_distance(c_ax[m], a_c_x[j].detach(), gate_x)
+                reduction = weights.cmer_reduction
+                term1 = gated_distance(a_c_x[m], c_ax[j].detach(), gate_ax, reduction)
+                term2 = gated_distance(c_ax[m], a_c_x[j].detach(), gate_x, reduction)
                 total = total + 0.5 * (term1 + term2)
             terms["cmer"] = total / others
         terms["total"] = (

@@ -130,8 +130,14 @@ class CAMNet(nn.Module):
         return self.last(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw CAM, ``(N, 1, H, W) -> (N, n_classes, H, W)``."""
-        return self.head(self.features(x))
+        """Raw CAM, ``(N, 1, H, W) -> (N, n_classes, H, W)``, float32 even under autocast.
+
+        The head runs outside autocast: the CAM is the map under study and feeds min-max
+        normalisation and small squared differences, which bf16's 8 mantissa bits blur.
+        """
+        features = self.features(x)
+        with torch.autocast(features.device.type, enabled=False):
+            return self.head(features.float())
 
     @staticmethod
     def logits(cam: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,9 @@ class SpatialTransform:
     size: int | None = None
 
 
+FAMILIES = ("flip", "rotation", "translation", "rescale")
+
+
 def sample_transform(
     generator: torch.Generator,
     input_size: int,
@@ -41,19 +44,42 @@ def sample_transform(
     max_shift: float = 0.3,
     scale_range: tuple[float, float] = (0.8, 1.2),
 ) -> SpatialTransform:
-    """Draw A uniformly among :data:`KINDS`, then its parameters, from ``generator``.
+    """Draw A as the method's authors do: one of :data:`FAMILIES` uniformly, then its parameters.
 
-    Rescale sizes are multiples of 8 so that the U-Net accepts them.
+    A flip is horizontal or vertical, a rotation 90, 180 or 270 degrees, a translation up to
+    ``max_shift`` of the side in y and x, a rescale a side in ``scale_range`` x ``input_size``
+    rounded to a multiple of 8 (so that the U-Net accepts it); a rescale that rounds to
+    ``input_size`` is the identity and is drawn again.
+
+    Parameters
+    ----------
+    generator
+        Source of the draw (one per run, so that a run is reproducible).
+    input_size
+        Side of the slices A is applied to.
+    max_shift
+        Largest translation, as a fraction of the side.
+    scale_range
+        Range of the rescale factor.
     """
-    kind = KINDS[int(torch.randint(len(KINDS), (1,), generator=generator))]
-    if kind == "translate":
+
+    def pick(options: tuple) -> str:
+        return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+    family = pick(FAMILIES)
+    if family == "flip":
+        return SpatialTransform(pick(("hflip", "vflip")))
+    if family == "rotation":
+        return SpatialTransform(pick(("rot90", "rot180", "rot270")))
+    if family == "translation":
         dy, dx = ((torch.rand(2, generator=generator) * 2 - 1) * max_shift).tolist()
-        return SpatialTransform(kind, shift=(dy, dx))
-    if kind == "rescale":
-        low, high = scale_range
+        return SpatialTransform("translate", shift=(dy, dx))
+    low, high = scale_range
+    while True:
         factor = low + (high - low) * float(torch.rand(1, generator=generator))
-        return SpatialTransform(kind, size=max(8, int(round(input_size * factor / 8)) * 8))
-    return SpatialTransform(kind)
+        size = max(8, int(round(input_size * factor / 8)) * 8)
+        if size != input_size:
+            return SpatialTransform("rescale", size=size)
 
 
 def _translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
