@@ -60,15 +60,17 @@ def choose_anchor(val_cases) -> dict:
 
 
 def anchor_record(case, anchor: dict) -> dict:
-    """The anchor's mask on one case, scored as ``evaluate`` scores a map."""
+    """The anchor's mask on one case, scored as ``evaluate`` scores a map (named after its
+    modality)."""
     brain = brain_mask(case.images)
-    z = normalise_volume(case.images[anchor["modality"]], brain)
+    name = anchor["modality"]
+    z = normalise_volume(case.images[name], brain)
     above = anchor["direction"] == "above"
     mask = brain & ((z >= anchor["z"]) if above else (z < anchor["z"]))
     record = score_maps(
-        {"anchor": mask.astype(np.float32)}, case.whole_tumour, case.spacing, {"anchor": 0.5}
+        {name: mask.astype(np.float32)}, case.whole_tumour, case.spacing, {name: 0.5}
     )
-    record["thresholds"] = {"anchor": 0.5}
+    record["thresholds"] = {name: 0.5}
     return record
 
 
@@ -125,11 +127,7 @@ def table(rows: list[tuple[str, dict]]) -> str:
         "| --- | --- |" + " --- |" * (len(STRATA) + 4),
     ]
     for label, results in rows:
-        names = [
-            n
-            for n in ("fused_weighted", best_sequence(results), "anchor")
-            if n in results["summary"]
-        ]
+        names = [n for n in ("fused_weighted", best_sequence(results)) if n in results["summary"]]
         out += [_detail_row(label, results, name) for name in names]
     return "\n".join(out) + "\n"
 
@@ -185,6 +183,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--no-gradcam", action="store_true", help="CAM rows only")
     parser.add_argument("--workers", type=int, default=1, help="cases evaluated at once")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse the cases each row's folder already holds"
+    )
     parser.add_argument("checkpoints", nargs="+", metavar="NAME=CHECKPOINT")
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoints)
@@ -206,6 +207,7 @@ def main() -> None:
             device="cpu",
             thresholds=(),
             workers=args.workers,
+            resume=args.resume,
             log=lambda _: None,
         )
         meta = read_metadata(resolve_checkpoint(checkpoints[name]))

@@ -19,13 +19,15 @@ Every screenshot shows the slice with the largest tumour area. Run from the repo
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QScrollArea
 
 from equicam.plugin.layers import GROUND_TRUTH
 from equicam.plugin.viewer import open_viewer
@@ -82,6 +84,14 @@ def run_volume(inspector: CamInspector, model: str, method: str) -> None:
         raise RuntimeError(f"the run made no layer '{name}'")
 
 
+def show_in_dock(inspector: CamInspector, widget) -> None:
+    """Scroll the inspector's dock so that ``widget`` is in view."""
+    settle()
+    scroll = inspector.native.findChild(QScrollArea)
+    scroll.ensureWidgetVisible(widget)
+    scroll.horizontalScrollBar().setValue(0)  # the dock's left edge, as a user sees it
+
+
 def main(out: Path) -> None:
     """Open the sample case, drive the CAM inspector and save the four screenshots.
 
@@ -91,6 +101,8 @@ def main(out: Path) -> None:
         Folder the PNG files are written to.
     """
     out.mkdir(parents=True, exist_ok=True)
+    # the app's defaults, not this user's remembered choices
+    os.environ["EQUICAM_CONFIG"] = str(Path(tempfile.mkdtemp()) / "settings.json")
     viewer = open_viewer(run=False)
     _, inspector = viewer.window.add_plugin_dock_widget("napari-equicam", "CAM inspector")
     viewer.window.show()
@@ -115,6 +127,7 @@ def main(out: Path) -> None:
     viewer.layers.selection.active = viewer.layers["FLAIR"]  # compare the default (fused) map
     inspector.comparison.side_by_side.value = "runs of one map"
     inspector.comparison.compare.clicked()
+    show_in_dock(inspector, inspector.comparison.table.native)
     shot("compare")
     inspector.comparison.side_by_side.value = "off"
 
@@ -132,6 +145,7 @@ def main(out: Path) -> None:
             with mask.block_history():
                 for x in np.flatnonzero(wrong):
                     mask.paint((z, y, x), label)
+    show_in_dock(inspector, inspector.masks.native)
     shot("corrected")
 
 

@@ -12,6 +12,13 @@ import pytest
 from equicam.core.synth import write_case as write_synthetic_case
 
 
+@pytest.fixture(autouse=True)
+def own_settings_file(tmp_path, monkeypatch):
+    """Every test remembers its settings in its own file, never in the user's config."""
+    monkeypatch.setenv("EQUICAM_CONFIG", str(tmp_path / "equicam-settings.json"))
+    return tmp_path / "equicam-settings.json"
+
+
 @pytest.fixture(scope="session")
 def synthetic_cases(tmp_path_factory):
     """Four small synthetic cases (three with tumour, one per type) in the BraTS 2021 layout.

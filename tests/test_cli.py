@@ -1,10 +1,12 @@
 """The `equicam` command line: instant help, subcommands, errors that name the file."""
 
+import contextlib
 import subprocess
 import sys
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from equicam.cli import main
 
@@ -57,3 +59,21 @@ def test_bad_input_exits_2_with_the_file_named(tmp_path, capsys):
     assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "cache")]) == 2
     error = capsys.readouterr().err
     assert "BraTS2021_00009_t1.nii.gz" in error and "3-D" in error
+
+
+def test_checkpoint_help_lists_the_bundled_models_and_a_typo_gets_the_close_name(capsys):
+    from equicam.cli import BUNDLED as LISTED
+    from equicam.core.checkpoint import BUNDLED
+
+    assert LISTED == BUNDLED
+    with contextlib.suppress(SystemExit):
+        main(["cam", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "equivariant, baseline" in shown and "(default equivariant)" in shown
+    assert "Grad-CAM++" in shown
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["cam", "case", "--out", "out", "--checkpoint", "equivarient"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "did you mean 'equivariant'?" in error and "equivarient" in error

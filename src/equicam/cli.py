@@ -6,13 +6,27 @@ Handlers import the library lazily so that ``equicam --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
 FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
+BUNDLED = ("equivariant", "baseline")
+
+
+def checkpoint_arg(spec: str) -> str:
+    """``--checkpoint``: a bundled model's name or an existing file; a typo gets close names."""
+    if spec in BUNDLED or Path(spec).is_file():
+        return spec
+    close = difflib.get_close_matches(spec, BUNDLED, n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise argparse.ArgumentTypeError(
+        f"'{spec}' is neither a bundled model ({', '.join(BUNDLED)}) nor a file{hint}"
+    )
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -117,7 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
     p.set_defaults(func=_prepare)
 
-    checkpoint_help = "'equivariant' or 'baseline' (bundled) or a .safetensors file"
+    checkpoint_help = (
+        f"a bundled model ({', '.join(BUNDLED)}) or a .safetensors file of your own training "
+        "(default equivariant)"
+    )
+    method_help = (
+        "map to compute: cam (class activation map), gradcam (Grad-CAM) or gradcampp "
+        "(Grad-CAM++) (default cam)"
+    )
     for name, helptext, positional in (
         ("cam", "write CAMs, fused CAMs and pseudo-masks of one case as NIfTI", "case"),
         ("evaluate", "Dice/ASSD/HD95 of every labelled case under DATA_DIR", "data_dir"),
@@ -130,9 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
             if name == "cam"
             else "folder of BraTS cases (any layout)",
         )
-        p.add_argument("--checkpoint", default="equivariant", help=checkpoint_help)
+        p.add_argument(
+            "--checkpoint", type=checkpoint_arg, default="equivariant", help=checkpoint_help
+        )
         p.add_argument("--out", required=True, metavar="OUT_DIR")
-        p.add_argument("--method", choices=METHODS, default="cam")
+        p.add_argument("--method", choices=METHODS, default="cam", help=method_help)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
         p.add_argument(
             "--threshold", type=float, default=None, help="mask threshold (default: checkpoint's)"
@@ -158,8 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 
-    p = sub.add_parser("view", help="open napari with a case (default: the sample case)")
-    p.add_argument("case", nargs="?", default=None, metavar="CASE")
+    p = sub.add_parser(
+        "view", help="open napari with a case or a folder of cases (default: the sample case)"
+    )
+    p.add_argument(
+        "case",
+        nargs="?",
+        default=None,
+        metavar="CASE",
+        help="a case folder or one of its files, or a folder of cases (opened in the case "
+        "navigator at the first case not yet saved)",
+    )
     p.set_defaults(func=_view)
     return parser
 

@@ -15,18 +15,6 @@ from equicam.plugin.sample_data import SAMPLE_CASE
 from equicam.plugin.widgets.cam_inspector import CHECKPOINT_FILE, CamInspector
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32))
-    with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
-        for net in model.nets.values():
-            net.head.weight[1] += 0.3
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, {"threshold": 0.5}
-    )
-
-
 def _checkpoint(folder, name, **config):
     torch.manual_seed(0)
     model = MultiModalCAM(ModelConfig(**config))
@@ -93,7 +81,9 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     scan = viewer.layers["FLAIR"]
     assert cam.data.shape == scan.data.shape
     np.testing.assert_allclose(cam.scale, scan.scale)
-    assert cam.blending == "additive" and cam.colormap.name == "inferno"
+    np.testing.assert_allclose(cam.translate, scan.translate)  # both in scanner mm
+    low, peak = cam.colormap.map(np.array([0.1, 0.9]))
+    assert cam.blending == "translucent" and low[3] == 0 and peak[3] == 1  # low: see-through
     assert cam.metadata["equicam"]["geometry"] is scan.metadata["equicam"]["geometry"]
     computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
     assert computed.tolist() == [40]
@@ -294,6 +284,9 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
         ],
     ]
     assert viewer.layers["CAM fused weighted (tiny)"].name_overlay.visible
+    for name in cells()[0]:  # one place in scanner mm: the scan under its CAM and mask
+        np.testing.assert_allclose(viewer.layers[name].translate, viewer.layers["FLAIR"].translate)
+    assert viewer.layers["mask fused weighted (tiny)"].contour == 1  # outlined in the grid
     assert widget.pickers["flair"].value == "FLAIR"
     assert "FLAIR (CAM fused weighted (tiny))" not in widget.pickers["flair"].choices
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from equicam.core.inference import CamResult
+from equicam.core.metrics import hd95
 from equicam.plugin.cam_layers import (
     cam_layers,
     compare_table,
@@ -59,6 +60,12 @@ def test_masks_volumes_metrics_and_paths():
     rows = compare_table({"same": truth > 0, "empty": np.zeros_like(truth)}, truth, (1, 1, 1))
     assert rows["mask"] == ["same", "empty"]
     assert rows["Dice"] == [1.0, 0.0] and rows["ASSD (mm)"][0] == 0.0
+    assert rows["HD95 (mm)"][0] == 0.0
+
+    shifted = np.roll(truth > 0, 2, axis=2)  # two voxels of 3 mm along the last axis
+    rows = compare_table({"shifted": shifted}, truth, (1.0, 1.0, 3.0))
+    assert rows["HD95 (mm)"] == [round(hd95(shifted, truth > 0, (1.0, 1.0, 3.0)), 2)]
+    assert rows["HD95 (mm)"][0] >= rows["ASSD (mm)"][0] > 0
 
     info = {"case_folder": "/data/BraTS2021_00001", "case_id": "BraTS2021_00001"}
     assert default_mask_path(info, "mask fused mean (baseline, Grad-CAM) edited") == Path(

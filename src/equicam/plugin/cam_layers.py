@@ -10,10 +10,25 @@ import re
 from pathlib import Path
 
 import numpy as np
+from napari.utils.colormaps import Colormap
 
 from equicam.core.brats import LAYER_NAMES
 from equicam.core.inference import METHOD_NAMES, CamResult
-from equicam.core.metrics import assd, dice
+from equicam.core.metrics import SurfaceReference, dice
+from equicam.plugin.layers import display_translate
+
+CAM_FADE = (0.3, 0.65)  # a CAM is transparent below the first value, opaque above the second
+
+
+def cam_colormap() -> Colormap:
+    """Inferno with an alpha ramp: low CAM values leave the scan untouched, peaks stand out."""
+    from matplotlib import colormaps
+
+    values = np.linspace(0.0, 1.0, 64)
+    colors = colormaps["inferno"](values)
+    low, high = CAM_FADE
+    colors[:, 3] = np.clip((values - low) / (high - low), 0.0, 1.0)
+    return Colormap(colors, name="inferno (transparent where low)", controls=values)
 
 
 def layer_info(layer) -> dict:
@@ -46,10 +61,12 @@ def cam_layers(
 ) -> list[tuple]:
     """Image layer data tuples, one CAM per map of ``result`` (modalities, then fusions).
 
-    CAMs use a heat colour map with additive blending over the scans, contrast 0..1; fused maps
-    are shown, per-modality maps start hidden so the view is not crowded. Every layer carries
-    the scan's metadata (``scale`` and ``metadata`` of the scan layer), so that masks made from
-    it save in the scan's geometry, and its map's mask threshold (``thresholds[map name]``).
+    CAMs use a heat colour map that is transparent where the map is low (:func:`cam_colormap`),
+    contrast 0..1, placed like the scan (``scale``, and ``translate`` from the case's
+    geometry); fused maps are shown, per-modality maps start hidden so the view is not crowded.
+    Every layer carries the scan's metadata (``scale`` and ``metadata`` of the scan layer), so
+    that masks made from it save in the scan's geometry, and its map's mask threshold
+    (``thresholds[map name]``).
     """
     return [
         (
@@ -57,10 +74,11 @@ def cam_layers(
             {
                 "name": cam_layer_name(name, label),
                 "scale": scale,
-                "colormap": "inferno",
-                "blending": "additive",
+                "translate": _translate(metadata),
+                "colormap": cam_colormap(),
+                "blending": "translucent",
                 "contrast_limits": (0.0, 1.0),
-                "opacity": 0.7,
+                "opacity": 0.8,
                 "visible": name.startswith("fused"),
                 "metadata": _with_map(metadata, name, label, thresholds[name]),
             },
@@ -68,6 +86,11 @@ def cam_layers(
         )
         for name, volume in result.all_maps().items()
     ]
+
+
+def _translate(metadata: dict) -> tuple[float, ...]:
+    geometry = metadata.get("equicam", {}).get("geometry")
+    return display_translate(geometry) if geometry is not None else (0.0, 0.0, 0.0)
 
 
 def pseudo_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
@@ -81,6 +104,28 @@ def _with_map(metadata: dict, name: str, label: str, threshold: float) -> dict:
         {"map": name, "run": label, "threshold": threshold, "edited": False, "saved": True}
     )
     return {"equicam": info}
+
+
+def in_use_text(meta: dict, fusion: str, thresholds: dict[str, float] | None) -> str:
+    """What a run used, in one line: the fusion (with its weights) and the mask thresholds.
+
+    Parameters
+    ----------
+    meta
+        The checkpoint's metadata (``fusion_weights`` when it has them).
+    fusion
+        The fusion in use (``weighted``, ``mean``, ...).
+    thresholds
+        Map name -> mask threshold, or None when the slider's value applies to every map.
+    """
+    text = f"fusion {fusion}"
+    weights = meta.get("fusion_weights")
+    if fusion == "weighted" and weights:
+        text += " (" + ", ".join(f"{map_title(m)} {w:.2f}" for m, w in weights.items()) + ")"
+    if thresholds:
+        shown = ", ".join(f"{map_title(m)} {t:.2f}" for m, t in thresholds.items())
+        text += f"; mask thresholds: {shown}"
+    return text
 
 
 def volume_cm3(mask: np.ndarray, scale) -> float:
@@ -98,7 +143,7 @@ def default_mask_path(info: dict, layer_name: str) -> Path:
 
 
 def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> dict[str, list]:
-    """Dice and ASSD (mm) of each mask against the whole tumour ``truth > 0``.
+    """Dice, ASSD and HD95 (mm) of each mask against the whole tumour ``truth > 0``.
 
     Parameters
     ----------
@@ -112,13 +157,16 @@ def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> d
     Returns
     -------
     dict
-        Columns ``mask``, ``Dice``, ``ASSD (mm)`` (rounded for display).
+        Columns ``mask``, ``Dice``, ``ASSD (mm)``, ``HD95 (mm)`` (rounded for display).
     """
     whole = np.asarray(truth) > 0
-    rows: dict[str, list] = {"mask": [], "Dice": [], "ASSD (mm)": []}
+    surface = SurfaceReference(whole, tuple(spacing))  # the truth's surface, built once
+    rows: dict[str, list] = {"mask": [], "Dice": [], "ASSD (mm)": [], "HD95 (mm)": []}
     for name, mask in masks.items():
         pred = np.asarray(mask) > 0
+        scores = surface.scores(pred)
         rows["mask"].append(name)
         rows["Dice"].append(round(float(dice(pred, whole)), 3))
-        rows["ASSD (mm)"].append(round(float(assd(pred, whole, tuple(spacing))), 2))
+        rows["ASSD (mm)"].append(round(float(scores["assd"]), 2))
+        rows["HD95 (mm)"].append(round(float(scores["hd95"]), 2))
     return rows

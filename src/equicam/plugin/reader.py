@@ -1,4 +1,7 @@
-"""napari reader: a BraTS case folder, or any NIfTI file of a case, opens as the whole case."""
+"""napari reader: a BraTS case folder, or any NIfTI file of a case, opens as the whole case.
+
+A folder of several cases opens in the case navigator of the CAM inspector (docked if needed).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from equicam.core.brats import CaseError, find_case, load_case
+from equicam.plugin.cases import holds_cases
 from equicam.plugin.layers import case_layers
 
 
@@ -19,8 +23,24 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
     try:
         find_case(Path(path))
     except CaseError:
-        return None
+        return read_folder if holds_cases(Path(path)) else None
     return read_case
+
+
+def read_folder(path: str | list[str]) -> list[tuple]:
+    """Open a folder of cases in the CAM inspector's case navigator (no layers returned here:
+    the navigator adds the case it opens)."""
+    import napari
+
+    from equicam.plugin.viewer import open_folder
+
+    if isinstance(path, list):
+        path = path[0]
+    viewer = napari.current_viewer()
+    if viewer is None:
+        raise CaseError(path, "a folder of cases opens only in a napari window")
+    open_folder(viewer, path)
+    return [(None,)]
 
 
 def read_case(path: str | list[str]) -> list[tuple]:

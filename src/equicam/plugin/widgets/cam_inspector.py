@@ -2,12 +2,16 @@
 
 The widget only reads its controls, calls the core (the same code as ``equicam cam``) and adds
 layers on the main thread. Every run, current slice or whole volume, is the core's progress
-generator in a napari thread worker (a whole-volume run with napari's progress bar), so the
-viewer never waits on the networks; Cancel stops it. The slow first steps happen ahead of the
-first click, in the background: the chosen model is loaded, its inference copies made and
-run once, as soon as the widget opens or the model or device changes, and the picked scans
-are normalised as soon as they are picked (kept until a layer's data is replaced). Comparing
-runs lives in :mod:`.compare`, correcting and saving masks in :mod:`.mask_tools`.
+generator in a napari thread worker, with a progress bar in the dock and a Cancel button, so
+the viewer never waits on the networks. The slow first steps happen ahead of the first click,
+in the background: the chosen model is loaded, its inference copies made and run once, as
+soon as the widget opens or the model or device changes, and the picked scans are normalised
+as soon as they are picked (kept until a layer's data is replaced). The dock is composed of
+small widgets: the folder of cases in :mod:`.case_navigator`, comparing runs in :mod:`.compare`,
+correction tools in :mod:`.correction_tools`, saving masks in :mod:`.mask_tools` and display
+choices in :mod:`.display`. Its choices are remembered across launches
+(:mod:`equicam.plugin.settings`) and its loop has keyboard shortcuts
+(:mod:`equicam.plugin.shortcuts`).
 """
 
 from __future__ import annotations
@@ -18,24 +22,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 from napari.layers import Image
 from napari.utils import notifications, progress
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QFrame, QScrollArea, QStyle
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.evaluation import chosen_thresholds
 from equicam.core.fusion import FUSION_NAMES
 from equicam.core.inference import METHOD_NAMES, cam_volume, run_to_end
 from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import (
     cam_layers,
+    in_use_text,
     layer_info,
     mask_layer_name,
     pseudo_mask,
     run_label,
 )
+from equicam.plugin.layers import MASK_COLORS
+from equicam.plugin.settings import remember
+from equicam.plugin.widgets.case_navigator import CaseNavigator
 from equicam.plugin.widgets.compare import ComparePanel
+from equicam.plugin.widgets.correction_tools import CorrectionTools
+from equicam.plugin.widgets.display import DisplayOptions
 from equicam.plugin.widgets.mask_tools import MaskTools
 from equicam.plugin.widgets.slice_plot import SliceProbabilityPlot
 
@@ -102,16 +123,27 @@ class CamInspector(Container):
             tooltip="weighted: the mean with per-sequence weights chosen on validation patients "
             "(in the checkpoint); mean, max, geometric: every sequence alike",
         )
-        self.run_slice = PushButton(text="Run current slice")
-        self.run_volume = PushButton(text="Run whole volume")
+        self.run_slice = PushButton(
+            text="Run current slice", tooltip=shortcuts.tooltip("run_slice")
+        )
+        self.run_volume = PushButton(
+            text="Run whole volume", tooltip=shortcuts.tooltip("run_volume")
+        )
         self.cancel = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, visible=False)
         self.per_map = CheckBox(text="checkpoint's threshold per map", value=True)
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
+        self.in_use = Label(value="")
+        self.in_use.native.setWordWrap(True)
+        self._last_meta: dict = {}
         self.plot = SliceProbabilityPlot()
         self.comparison = ComparePanel(
             viewer, self._scan_layers, lambda: f"fused_{self.fusion.value}"
         )
         self.masks = MaskTools(viewer)
+        self.cases = CaseNavigator(viewer, self.masks)
+        self.tools = CorrectionTools(viewer)
+        self.display = DisplayOptions(viewer)
         settings = Container(
             widgets=[
                 *self.pickers.values(),
@@ -123,13 +155,40 @@ class CamInspector(Container):
                 self.run_slice,
                 self.run_volume,
                 self.cancel,
+                self.progress,
                 self.per_map,
                 self.threshold,
             ],
             labels=True,
         )
+        settings.append(self.in_use)
         settings.margins = (0, 0, 0, 0)
-        self.extend([settings, self.plot, self.comparison, self.masks])
+        body = Container(
+            widgets=[
+                self.cases,
+                settings,
+                self.plot,
+                self.display,
+                self.comparison,
+                self.tools,
+                self.masks,
+            ],
+            labels=False,
+        )
+        # napari docks ``native`` as it is: scroll it here, so that the dock fits a 1366 x 768
+        # screen (magicgui's own ``scrollable`` wraps a widget napari does not dock).
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(body.native)
+        # a scroll bar that is always there is counted in the dock's width (one that comes and
+        # goes would cover the right edge of the controls)
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        bar = scroll.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        scroll.setMinimumWidth(body.native.minimumSizeHint().width() + bar + 4)
+        self.native.layout().addWidget(scroll)
+        self.margins = (0, 0, 0, 0)
         self.model.changed.connect(
             lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT_FILE)
         )
@@ -145,8 +204,31 @@ class CamInspector(Container):
         viewer.dims.events.current_step.connect(
             lambda _e: self.plot.set_current(int(viewer.dims.current_step[0]))
         )
+        self.cases.leaving.connect(self._leave_case)
+        self.comparison.side_by_side.changed.connect(self.display.apply_style)
         self._refresh_pickers()
         self._prepare_soon.start()
+        remember(
+            "inspector",
+            {
+                "model": self.model,
+                "checkpoint": self.checkpoint,
+                "device": self.device,
+                "map": self.method,
+                "fusion": self.fusion,
+                "threshold": self.threshold,  # before per_map: moving it unticks per_map
+                "per_map": self.per_map,
+                "mask_style": self.display.mask_style,
+            },
+        )
+        shortcuts.attach(self)
+
+    def _leave_case(self) -> None:
+        """Before the navigator closes a case: stop its run, leave the grid, clear the plot."""
+        self.cancel_run()
+        self.comparison.side_by_side.value = "off"
+        self._plotted = None
+        self.plot.set_result({}, None)
 
     # --- inputs -------------------------------------------------------------------------
     def _image_names(self, _widget=None) -> list[str]:
@@ -279,8 +361,10 @@ class CamInspector(Container):
             notifications.show_error(f"CAM inspector: {result}")
             return
         maps, meta = result
-        if "threshold" in meta and not any(
-            "run" in layer_info(layer) for layer in self.viewer.layers
+        if (
+            self.per_map.value  # else the slider holds the user's (perhaps remembered) value
+            and "threshold" in meta
+            and not any("run" in layer_info(layer) for layer in self.viewer.layers)
         ):
             with self.threshold.changed.blocked():  # a default, not the user's choice
                 self.threshold.value = float(meta["threshold"])  # chosen on validation
@@ -294,6 +378,8 @@ class CamInspector(Container):
         bar.n = step.done
         bar.set_description(step.message)
         bar.refresh()
+        self.progress.max, self.progress.value = max(step.total, 1), step.done
+        self.progress.native.setFormat(f"{step.message}  %v / %m")
 
     def _done(self) -> None:
         if self._bar is not None:
@@ -303,7 +389,7 @@ class CamInspector(Container):
 
     def _set_busy(self, busy: bool) -> None:
         self.run_slice.enabled = self.run_volume.enabled = not busy
-        self.cancel.enabled = busy
+        self.cancel.enabled = self.progress.visible = busy
 
     # --- outputs --------------------------------------------------------------------------
     def _show(self, result, scale, metadata: dict, label: str, meta: dict) -> None:
@@ -312,6 +398,7 @@ class CamInspector(Container):
         ``meta`` is the checkpoint's metadata: each map keeps its mask threshold from it.
         """
         computed = result.computed
+        self._last_meta = meta
         layers = self.viewer.layers
         thresholds = chosen_thresholds(meta, None, result.all_maps())
         for data, kwargs, _ in cam_layers(result, label, scale, metadata, thresholds):
@@ -378,9 +465,23 @@ class CamInspector(Container):
                 mask,
                 name=name,
                 scale=cam.scale,
+                translate=cam.translate,
+                colormap=MASK_COLORS,
                 opacity=0.5,
                 metadata={"equicam": {**info, "edited": False, "saved": True}},
                 visible=cam.visible,
             )
             self.masks.watch(layer)
         self.masks.show_status()
+        self._show_in_use()
+
+    def _show_in_use(self) -> None:
+        """The fusion weights and the mask thresholds in use, under the controls."""
+        per_map = {
+            layer_info(cam)["map"]: layer_info(cam)["threshold"]
+            for cam in self.viewer.layers
+            if isinstance(cam, Image) and "run" in layer_info(cam)
+        }
+        self.in_use.value = in_use_text(
+            self._last_meta, self.fusion.value, per_map if self.per_map.value else None
+        )

@@ -1,4 +1,5 @@
-"""Compare maps side by side (napari's grid) and masks against the ground truth (Dice/ASSD).
+"""Compare maps side by side (napari's grid) and masks against the ground truth (Dice, ASSD,
+HD95).
 
 Each grid cell holds one CAM over its own scan, with its mask outline and its name: either the
 sequences (and fusion) of one run, or one map from every run (equivariant vs baseline vs
@@ -45,7 +46,9 @@ class ComparePanel(Container):
         self._underlays: list[Image] = []
         self.side_by_side = ComboBox(label="side by side", choices=GRID_MODES, value="off")
         self.compare = PushButton(text="Compare masks with ground truth")
-        self.table = Table(value={"mask": [], "Dice": [], "ASSD (mm)": []}, visible=False)
+        self.table = Table(
+            value={"mask": [], "Dice": [], "ASSD (mm)": [], "HD95 (mm)": []}, visible=False
+        )
         # magicgui's own delegate re-renders numbers with 4 decimals (or as 5.000e-02): show
         # the cells as written, 3 decimals for Dice and 1 for millimetres.
         self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
@@ -101,6 +104,7 @@ class ComparePanel(Container):
                 scan.data,
                 name=f"{scan.name} ({cam.name})",
                 scale=scan.scale,
+                translate=scan.translate,
                 colormap=scan.colormap,
                 contrast_limits=scan.contrast_limits,
                 metadata={"equicam": {"underlay": True}},
@@ -141,7 +145,7 @@ class ComparePanel(Container):
         self.viewer.reset_view()
 
     def compare_masks(self) -> None:
-        """Dice and ASSD of every mask layer against the ground truth (whole tumour)."""
+        """Dice, ASSD and HD95 of every mask layer against the ground truth (whole tumour)."""
         if GROUND_TRUTH not in self.viewer.layers:
             notifications.show_error("CAM inspector: no 'ground truth' layer to compare with")
             return
@@ -154,6 +158,7 @@ class ComparePanel(Container):
         rows = compare_table(masks, truth.data, truth.scale)
         rows["Dice"] = [f"{v:.3f}" for v in rows["Dice"]]
         rows["ASSD (mm)"] = [f"{v:.1f}" for v in rows["ASSD (mm)"]]
+        rows["HD95 (mm)"] = [f"{v:.1f}" for v in rows["HD95 (mm)"]]
         self.table.value = rows
         self.table.visible = True
         header = self.table.native.horizontalHeader()

@@ -12,11 +12,43 @@ from pathlib import Path
 from magicgui.widgets import Container, FileEdit, Label, PushButton
 from napari.layers import Labels
 from napari.utils import notifications
+from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from equicam.core.brats import save_volume
+from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import default_mask_path, layer_info, volume_cm3
+
+
+def save_mask(layer: Labels, path: Path | None = None) -> Path:
+    """Save a mask layer of a case as NIfTI in its scan's geometry and mark it saved.
+
+    Parameters
+    ----------
+    layer
+        A Labels layer whose ``metadata["equicam"]`` holds the case's geometry.
+    path
+        Target file; default ``<case folder>/<case id>_<layer name>.nii.gz``.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        When the layer has no scan geometry or the file cannot be written (a
+        :class:`~equicam.core.brats.CaseError` names the file); nothing is half-written.
+    """
+    info = layer_info(layer)
+    if "geometry" not in info:
+        raise ValueError(f"'{layer.name}' is not a mask of a case opened with napari-equicam")
+    path = path or default_mask_path(info, layer.name)
+    save_volume(layer.data, info["geometry"], path, protect=info["inputs"])
+    info.update(saved=True, saved_file=str(path))
+    return path
 
 
 class _CloseGuard(QObject):
@@ -48,13 +80,16 @@ class _CloseGuard(QObject):
 class MaskTools(Container):
     """Volume (cm³) and unsaved state of the selected mask; save it next to the case."""
 
+    status_changed = Signal()  # after an edit, a save or a new selection
+
     def __init__(self, viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self._close_guard = _CloseGuard(self)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # a long mask name must not widen the dock
         self.save_path = FileEdit(label="save as", mode="w", filter="*.nii.gz")
-        self.save = PushButton(text="Save selected mask")
+        self.save = PushButton(text="Save selected mask", tooltip=shortcuts.tooltip("save_mask"))
         self.extend([self.status, self.save_path, self.save])
         self.save.clicked.connect(self.save_selected)
         viewer.layers.selection.events.active.connect(self._selected)
@@ -90,25 +125,25 @@ class MaskTools(Container):
         layer = self.viewer.layers.selection.active
         if not isinstance(layer, Labels):
             self.status.value = ""
-            return
-        unsaved = "  (unsaved edits)" if not layer_info(layer).get("saved", True) else ""
-        self.status.value = f"{layer.name}: {volume_cm3(layer.data, layer.scale):.2f} cm³{unsaved}"
+        else:
+            unsaved = "  (unsaved edits)" if not layer_info(layer).get("saved", True) else ""
+            volume = volume_cm3(layer.data, layer.scale)
+            self.status.value = f"{layer.name}: {volume:.2f} cm³{unsaved}"
+        self.status_changed.emit()
 
     def save_selected(self) -> None:
         """Save the selected mask as NIfTI in its scan's geometry (never over an input scan)."""
         layer = self.viewer.layers.selection.active
-        info = layer_info(layer)
-        if not isinstance(layer, Labels) or "geometry" not in info:
+        if not isinstance(layer, Labels) or "geometry" not in layer_info(layer):
             notifications.show_error("CAM inspector: select a mask layer of a case to save")
             return
         path = Path(self.save_path.value)
         if not path.name.endswith((".nii", ".nii.gz")):
-            path = default_mask_path(info, layer.name)
+            path = default_mask_path(layer_info(layer), layer.name)
         try:
-            save_volume(layer.data, info["geometry"], path, protect=info["inputs"])
+            save_mask(layer, path)
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
             return
-        info["saved"] = True
         self.show_status()
         notifications.show_info(f"saved {path}")

@@ -1,0 +1,159 @@
+"""A folder of cases for the case navigator (no Qt): statuses, resume point, saved masks.
+
+Progress is remembered per folder in the settings file (:mod:`.settings`): each case's
+status and mask volume, and the case last open. A case's saved masks are the files
+``<case id>_mask*.nii.gz`` in its folder (the names "Save selected mask" writes), so a case
+counts as saved even when its masks were saved in another session.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from equicam.core.brats import Case, CaseError, CaseFiles, find_case, find_cases
+from equicam.plugin.settings import load_settings, update_settings
+
+STATUSES = ("new", "maps computed", "edited", "saved")
+
+
+def holds_cases(path: Path) -> bool:
+    """Whether ``path`` is a folder of cases (not one case): NIfTI files in it or in its
+    sub-folders, forming cases. Only then is the (recursive) search run, so that probing a
+    large unrelated folder stays quick; never raises."""
+    try:
+        if not path.is_dir():
+            return False
+        try:
+            find_case(path)
+            return False  # a single case: opened as such
+        except CaseError:
+            pass
+        folders = [path, *(p for p in path.iterdir() if p.is_dir())]
+        if not any(f.name.endswith((".nii", ".nii.gz")) for d in folders for f in d.iterdir()):
+            return False
+        return bool(find_cases(path))
+    except (CaseError, OSError):
+        return False
+
+
+def saved_masks(files: CaseFiles) -> list[Path]:
+    """The masks saved next to a case, oldest first (so the newest is added on top)."""
+    found = [
+        *files.folder.glob(f"{files.case_id}_mask*.nii.gz"),
+        *files.folder.glob(f"{files.case_id}_mask*.nii"),
+    ]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def saved_mask_name(path: Path, case_id: str) -> str:
+    """Layer name of a saved mask: ``<id>_mask_fused_mean_baseline.nii.gz`` -> ``mask fused
+    mean baseline`` (saving it again writes the same file)."""
+    stem = path.name.removesuffix(".gz").removesuffix(".nii").removeprefix(f"{case_id}_")
+    return stem.replace("_", " ")
+
+
+def load_mask(path: Path, case: Case) -> np.ndarray:
+    """A saved mask in the case's display order, as uint8.
+
+    Raises
+    ------
+    CaseError
+        When the file cannot be read or its grid is not the case's.
+    """
+    try:
+        image = nib.load(path)
+        data = np.asarray(image.dataobj)
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as error:
+        raise CaseError(path, f"cannot read the saved mask ({error})") from error
+    if data.shape != case.geometry.file_shape or not np.allclose(
+        image.affine, case.geometry.affine, atol=1e-3
+    ):
+        raise CaseError(path, f"saved mask does not lie on the grid of case {case.case_id}")
+    return np.ascontiguousarray(case.geometry.to_display(data), dtype=np.uint8)
+
+
+@dataclass
+class CaseFolder:
+    """The cases of a data folder and the progress through them.
+
+    Attributes
+    ----------
+    data_dir
+        The folder (resolved).
+    cases
+        The cases found under it, sorted by id.
+    status
+        Case id -> one of :data:`STATUSES`.
+    volume
+        Case id -> volume of its current mask in cm3 (None before any mask).
+    current
+        Index of the open case.
+    """
+
+    data_dir: Path
+    cases: list[CaseFiles]
+    status: dict[str, str] = field(default_factory=dict)
+    volume: dict[str, float | None] = field(default_factory=dict)
+    current: int = 0
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike) -> CaseFolder:
+        """Find the cases and restore the remembered progress.
+
+        Raises
+        ------
+        CaseError
+            When the folder holds no case.
+        """
+        data_dir = Path(data_dir).resolve()
+        cases = find_cases(data_dir)
+        saved = load_settings().get("folders", {}).get(str(data_dir), {})
+        folder = cls(data_dir, cases)
+        for files in cases:
+            status = saved.get("status", {}).get(files.case_id, "new")
+            if saved_masks(files):
+                status = "saved" if status != "edited" else status
+            elif status == "saved":  # its files were removed since
+                status = "maps computed"
+            folder.status[files.case_id] = status if status in STATUSES else "new"
+            folder.volume[files.case_id] = saved.get("volume", {}).get(files.case_id)
+        folder.current = folder.resume_index()
+        return folder
+
+    @property
+    def ids(self) -> list[str]:
+        """Case ids in list order."""
+        return [files.case_id for files in self.cases]
+
+    def resume_index(self) -> int:
+        """The first case that is not saved (the last case when all are)."""
+        for index, case_id in enumerate(self.ids):
+            if self.status[case_id] != "saved":
+                return index
+        return len(self.cases) - 1
+
+    def set(self, case_id: str, status: str | None = None, volume: float | None = None) -> None:
+        """Record a case's status and/or mask volume and remember them."""
+        if status is not None:
+            self.status[case_id] = status
+        if volume is not None:
+            self.volume[case_id] = round(volume, 2)
+        self.remember()
+
+    def remember(self) -> None:
+        """Write the progress of this folder to the settings file."""
+        update_settings(
+            "folders",
+            {
+                str(self.data_dir): {
+                    "current": self.ids[self.current],
+                    "status": self.status,
+                    "volume": self.volume,
+                }
+            },
+        )
