@@ -211,7 +211,13 @@ def test_evaluate_scores_are_those_of_the_masks_cam_writes(synthetic_cases, chec
         log=lambda line: None,
     )
     assert set(results["sweep"]) == {"0.3", "0.55"}
-    assert results["sweep"]["0.3"] == results["summary"]
+    for name, row in results["summary"].items():  # the sweep: Dice and FP volume only
+        swept = results["sweep"]["0.3"][name]
+        assert set(swept) == {"dice_mean", "dice_std", "fp_cm3_mean", "fp_cm3_std"} | {
+            "threshold",
+            "n_cases",
+        }
+        assert {k: row[k] for k in swept} == swept
     assert all(
         row["threshold"] == 0.3 and row["n_cases"] == 2 for row in results["summary"].values()
     )
@@ -312,18 +318,17 @@ def test_evaluate_under_torchrun_shards_cases_and_gives_exactly_one_process_resu
         assert both[key] == one[key], key
 
 
-def _copy_case(source: Path, folder: Path, case_id: str, keep_box=None) -> Path:
-    """A copy of a synthetic case under a new id; with ``keep_box`` (file-order slices) the
-    segmentation keeps only its labels inside that box (a smaller tumour)."""
+def _copy_case(source: Path, folder: Path, case_id: str, box=None) -> Path:
+    """A copy of a synthetic case under a new id; with ``box`` (file-order slices) its
+    segmentation becomes that box of oedema alone (a tumour of a chosen volume)."""
     target = folder / case_id
     target.mkdir(parents=True)
     for path in sorted(source.iterdir()):
         image = nib.load(path)
         data = np.asarray(image.dataobj)
-        if path.name.endswith("_seg.nii.gz") and keep_box is not None:
-            small = np.zeros_like(data)
-            small[keep_box] = data[keep_box]
-            data = small
+        if path.name.endswith("_seg.nii.gz") and box is not None:
+            data = np.zeros_like(data)
+            data[box] = 2
         suffix = path.name.split("_")[-1]
         nib.save(nib.Nifti1Image(data, image.affine, image.header), target / f"{case_id}_{suffix}")
     return target
@@ -331,23 +336,23 @@ def _copy_case(source: Path, folder: Path, case_id: str, keep_box=None) -> Path:
 
 @pytest.fixture(scope="module")
 def cohort_dir(synthetic_cases, tmp_path_factory):
-    """Five labelled cases: a tumour-free patient and tumours in every stratum whatever the
-    generator draws: the multifocal case's labels cut down to a box (small), and a ball of
-    about 150 cm3 labelled as oedema in a copy of case 0 (large)."""
+    """Six labelled cases: the three synthetic tumour patients, the tumour-free one, and three
+    copies of a tumour patient whose tumour is a centred box of 8, 60 and 150 cm3 (2 mm voxels)
+    so that every volume stratum has members whatever the generator draws."""
     folder = tmp_path_factory.mktemp("cohort")
-    for case in ("BraTS2021_00000", "BraTS2021_00006", "BraTS2021_00009"):
+    for case in ("BraTS2021_00000", "BraTS2021_00006", "BraTS2021_00008", "BraTS2021_00009"):
         (folder / case).symlink_to(synthetic_cases / case)
-    seg = nib.load(synthetic_cases / "BraTS2021_00008" / "BraTS2021_00008_seg.nii.gz")
-    first_axis = np.argwhere(np.asarray(seg.dataobj) > 0)[:, 0]
-    cut = int(np.quantile(first_axis, 0.1))  # the first tenth of the tumour along one axis
-    _copy_case(synthetic_cases / "BraTS2021_00008", folder, "BraTS2021_00100", (slice(0, cut),))
-    large = _copy_case(synthetic_cases / "BraTS2021_00000", folder, "BraTS2021_00101")
-    seg_path = large / "BraTS2021_00101_seg.nii.gz"
-    image = nib.load(seg_path)
-    grid = np.indices(image.shape) - (np.array(image.shape) // 2).reshape(3, 1, 1, 1)
-    ball = (grid**2).sum(axis=0) <= 16.5**2  # 2 mm voxels: about 150 cm3
-    labels = np.where(ball, 2, 0).astype(np.uint8)
-    nib.save(nib.Nifti1Image(labels, image.affine, image.header), seg_path)
+    source = synthetic_cases / "BraTS2021_00000"
+    shape = nib.load(source / "BraTS2021_00000_seg.nii.gz").shape
+    for case_id, sides in (
+        ("BraTS2021_00100", (10, 10, 10)),
+        ("BraTS2021_00101", (15, 20, 25)),
+        ("BraTS2021_00102", (30, 25, 25)),
+    ):
+        box = tuple(
+            slice(n // 2 - k // 2, n // 2 - k // 2 + k) for n, k in zip(shape, sides, strict=True)
+        )
+        _copy_case(source, folder, case_id, box)
     return folder
 
 
@@ -366,7 +371,7 @@ def test_tumour_free_patients_strata_and_hd95_are_reported_apart(cohort_dir, che
         assert results["tumour_cm3"][case_id] == pytest.approx(volumes[case_id])
     assert results["tumour_free"]["cases"] == ["BraTS2021_00009"]
     with_tumour = [c for c in results["cases"] if volumes[c] > 0]
-    assert results["tumour_patients"] == with_tumour and len(with_tumour) == 4
+    assert results["tumour_patients"] == with_tumour and len(with_tumour) >= 4
     members = {name: stratum["cases"] for name, stratum in results["strata"].items()}
     assert members == {
         "< 30 cm3": [c for c in with_tumour if volumes[c] < 30],
@@ -377,7 +382,9 @@ def test_tumour_free_patients_strata_and_hd95_are_reported_apart(cohort_dir, che
     for name, row in results["summary"].items():
         dices = [results["per_case"][c][name]["dice"] for c in with_tumour]
         hd = [results["per_case"][c][name]["hd95"] for c in with_tumour]
-        assert row["n_cases"] == 4 and row["dice_mean"] == pytest.approx(np.mean(dices))
+        assert row["n_cases"] == len(with_tumour) and row["dice_mean"] == pytest.approx(
+            np.mean(dices)
+        )
         assert row["hd95_mean"] == pytest.approx(np.mean(hd))
         for stratum, cases in members.items():
             expected = np.mean([results["per_case"][c][name]["dice"] for c in cases])

@@ -181,3 +181,28 @@ def test_the_command_line_offers_what_inference_accepts():
 
     assert cli.METHODS == inference.METHODS
     assert cli.PRECISIONS == inference.PRECISIONS
+
+
+def test_inference_copies_are_made_once_and_again_after_the_weights_change(volume):
+    from equicam.core.inference import inference_copy
+
+    torch.manual_seed(3)
+    model = MultiModalCAM(
+        ModelConfig(modalities=("t1", "flair"), widths=(4, 8, 8, 8), input_size=32)
+    )
+    model.eval()
+    first = inference_copy(model.nets["t1"], "cpu")
+    assert inference_copy(model.nets["t1"], "cpu") is first
+    before = run_to_end(cam_volume(model, volume, precision="fp32"))
+    assert inference_copy(model.nets["t1"], "cpu") is first  # cam_volume reused it
+    with torch.no_grad():  # an optimiser step changes weights in place
+        model.nets["t1"].head.weight.mul_(-1.0)
+    again = inference_copy(model.nets["t1"], "cpu")
+    assert again is not first
+    assert torch.equal(again.head.weight, model.nets["t1"].head.weight)
+    after = run_to_end(cam_volume(model, volume, precision="fp32"))
+    assert not np.array_equal(after.maps["t1"], before.maps["t1"])
+    np.testing.assert_array_equal(after.maps["flair"], before.maps["flair"])
+    model.nets["t1"].train()(torch.zeros(2, 1, 32, 32))  # BatchNorm statistics move too
+    model.eval()
+    assert inference_copy(model.nets["t1"], "cpu") is not again

@@ -159,3 +159,17 @@ def test_weighted_fusion_renormalises_over_the_sequences_present():
     )
     np.testing.assert_allclose(fuse("weighted", {"t1": c, "t2": a}, {"flair": 1.0}), (a + c) / 2)
     assert FUSION_NAMES[-1] == "weighted" and set(FUSIONS) < set(FUSION_NAMES)
+
+
+@pytest.mark.parametrize("far", [False, True])
+def test_distances_stay_exact_when_the_prediction_lies_far_from_the_truth(far):
+    # Surfaces apart by more than the boxes the erosions run on.
+    truth, pred = np.zeros((30, 40, 50), bool), np.zeros((30, 40, 50), bool)
+    truth[2:5, 3:7, 2:6] = True
+    pred[24:29, 30:38, 40:49] = True
+    if not far:
+        pred[3:6, 5:9, 4:7] = True
+    spacing = (2.5, 0.9, 1.1)
+    scores = SurfaceReference(truth, spacing).scores(pred)
+    assert scores["assd"] == pytest.approx(binary.assd(pred, truth, voxelspacing=spacing))
+    assert scores["hd95"] == pytest.approx(binary.hd95(pred, truth, voxelspacing=spacing))

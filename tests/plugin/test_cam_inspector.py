@@ -43,12 +43,18 @@ def inspector(make_napari_viewer, tmp_path, tiny_checkpoint):
     return viewer, widget, case
 
 
+def _run_slice(qtbot, widget):
+    """Click "Run current slice" and wait for its worker (the UI stays live meanwhile)."""
+    widget.run_slice.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+
+
 def _run_volume(qtbot, widget):
     widget.run_volume.native.click()
     qtbot.waitUntil(lambda: widget.run_volume.enabled, timeout=60_000)
 
 
-def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspector):
+def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspector, qtbot):
     viewer, widget, _ = inspector
     assert {m: p.value for m, p in widget.pickers.items()} == {
         "t1": "T1",
@@ -62,7 +68,7 @@ def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspe
 
     widget.pickers["t1"].value = None
     widget.pickers["t2"].value = None
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     assert "CAM FLAIR (tiny)" in viewer.layers and "CAM T1ce (tiny)" in viewer.layers
     assert "CAM T1 (tiny)" not in viewer.layers and "mask T2 (tiny)" not in viewer.layers
     assert "CAM FLAIR (tiny)" not in widget.pickers["flair"].choices  # outputs are no inputs
@@ -70,7 +76,7 @@ def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspe
 
 def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(inspector, qtbot):
     viewer, widget, case = inspector
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     cam = viewer.layers["CAM fused weighted (tiny)"]
     scan = viewer.layers["FLAIR"]
     assert cam.data.shape == scan.data.shape
@@ -102,7 +108,7 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
 
 
 def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
-    make_napari_viewer, tmp_path
+    make_napari_viewer, tmp_path, qtbot
 ):
     torch.manual_seed(0)
     model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32))
@@ -119,7 +125,7 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
     widget.model.value = CHECKPOINT_FILE
     widget.checkpoint.value = checkpoint
     viewer.dims.current_step = (40, 0, 0)
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
 
     def mask_of(name):
         return viewer.layers[f"mask {name} (permap)"].data
@@ -140,7 +146,7 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
 
 def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     viewer, widget, _ = inspector
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     mask = viewer.layers["mask fused weighted (tiny)"]
     viewer.layers.selection.active = mask
     assert "unsaved" not in widget.masks.status.value
@@ -165,13 +171,13 @@ def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     np.testing.assert_array_equal(
         fresh.data, viewer.layers["CAM fused weighted (tiny)"].data >= 0.7
     )
-    widget.run_slice.native.click()  # a re-run keeps it too
+    _run_slice(qtbot, widget)  # a re-run keeps it too
     np.testing.assert_array_equal(viewer.layers["mask fused weighted (tiny) edited"].data, edited)
 
 
-def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, tmp_path):
+def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, tmp_path, qtbot):
     viewer, widget, case = inspector
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     mask = viewer.layers["mask FLAIR (tiny)"]
     mask.paint((40, 50, 50), 1)
     viewer.layers.selection.active = mask
@@ -227,24 +233,24 @@ def test_an_error_in_the_worker_is_shown_and_the_widget_leaves_its_busy_state(
     assert not [layer.name for layer in viewer.layers if "t1only" in layer.name]
 
 
-def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp_path):
+def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp_path, qtbot):
     viewer, widget, _ = inspector
     bad = tmp_path / "model.safetensors"
     torch.save({"w": torch.zeros(2)}, bad)
     widget.checkpoint.value = bad
     notification_manager.records.clear()
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     messages = [str(n.message) for n in notification_manager.records]
     assert any("never unpickled" in m and "model.safetensors" in m for m in messages)
     assert widget.run_slice.enabled and "CAM fused weighted (bad)" not in viewer.layers
 
 
-def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
+def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
     viewer, widget, _ = inspector
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     widget.checkpoint.value = _checkpoint(tmp_path, "other", widths=(4, 8, 8, 8), input_size=32)
     widget.method.value = "gradcampp"
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     widget.comparison.compare.native.click()
     rows = widget.comparison.table.value["data"]
     assert len(rows) == 10 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
@@ -301,12 +307,12 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path):
     assert [(layer.name, layer.visible) for layer in viewer.layers] == before
 
 
-def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
+def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch, qtbot):
     from qtpy.QtGui import QCloseEvent
     from qtpy.QtWidgets import QApplication, QMessageBox
 
     viewer, widget, _ = inspector
-    widget.run_slice.native.click()
+    _run_slice(qtbot, widget)
     mask = viewer.layers["mask fused weighted (tiny)"]
     mask.paint((40, 60, 60), 1)
     assert widget.masks.unsaved_masks() == ["mask fused weighted (tiny)"]
@@ -325,3 +331,33 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch):
     widget.masks.save_path.value = widget.masks.save_path.value  # default path next to the case
     widget.masks.save.native.click()
     assert widget.masks.unsaved_masks() == []
+
+
+def test_model_and_scans_are_made_ready_in_the_background_once_and_reused(inspector, qtbot):
+    from equicam.core.inference import inference_copy
+
+    viewer, widget, _ = inspector
+    key = (str(widget.checkpoint.value), "cpu")
+
+    def ready():
+        loaded, normalised = widget._models.get(key), widget._normalised
+        return loaded is not None and loaded.done() and normalised and normalised[1].done()
+
+    qtbot.waitUntil(ready, timeout=60_000)  # before any click
+    loading, normalised = widget._models[key], widget._normalised[1]
+    model, _ = loading.result()
+    copies = {m: inference_copy(net, "cpu") for m, net in model.nets.items()}
+    widget.run_slice.native.click()
+    assert widget._worker is not None and not widget.run_slice.enabled  # runs off the UI thread
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert "CAM fused weighted (tiny)" in viewer.layers
+    viewer.dims.current_step = (30, 0, 0)
+    _run_slice(qtbot, widget)
+    assert widget._models[key] is loading and widget._normalised[1] is normalised
+    assert all(inference_copy(net, "cpu") is copies[m] for m, net in model.nets.items())
+    cam = viewer.layers["CAM fused weighted (tiny)"].data
+    assert np.flatnonzero(cam.reshape(len(cam), -1).any(axis=1)).tolist() == [30, 40]
+    flair = viewer.layers["FLAIR"]
+    flair.data = flair.data * 2.0  # a layer's data replaced: its scans are normalised again
+    _run_slice(qtbot, widget)
+    assert widget._normalised[1] is not normalised

@@ -1,5 +1,7 @@
 """A folder of cases through the case navigator, in a real viewer: keys, guard, resume."""
 
+import time
+
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt, QTimer
@@ -40,9 +42,18 @@ def _answer(button):
     QTimer.singleShot(20, click)
 
 
+def _run_slice(inspector):
+    """Click "Run current slice" and wait for its thread worker to finish."""
+    inspector.run_slice.native.click()
+    deadline = time.monotonic() + 120
+    while inspector._worker is not None and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
 def _edit_mask(viewer, inspector):
     """Compute the slice under the cursor, then paint on its fused mask (unsaved edit)."""
-    inspector.run_slice.native.click()
+    _run_slice(inspector)
     mask = viewer.layers["mask fused weighted (tiny)"]
     z = int(viewer.dims.current_step[0])
     with mask.block_history():
@@ -71,7 +82,7 @@ def test_a_folder_opens_at_its_first_case_with_a_list_and_moves_with_keys(
     assert "BraTS2021_00001" in cases.title.value
     assert viewer.layers["FLAIR"].metadata["equicam"]["case_id"] == "BraTS2021_00001"
     assert len(viewer.layers) == 5  # the first case's layers are gone
-    inspector.run_slice.native.click()
+    _run_slice(inspector)
     assert cases.table.value["data"][1][2] == "maps computed"
     _key(viewer, Qt.Key.Key_B)
     assert "BraTS2021_00000" in cases.title.value

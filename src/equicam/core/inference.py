@@ -17,6 +17,7 @@ Run it in a thread worker (napari) or exhaust it with :func:`run_to_end`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,6 +109,30 @@ def run_to_end(generator: Generator):
             return stop.value
 
 
+# network -> device -> (weights' versions, inference copy); entries go with their networks.
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inference_copy(net, device: str):
+    """The inference copy of ``net`` on ``device`` (BatchNorm folded; channels-last, the
+    layout oneDNN and cuDNN run their fastest convolutions on), made once.
+
+    The copy is kept while ``net`` lives and made again once ``net``'s weights or BatchNorm
+    statistics change (every in-place update of a tensor bumps its version counter), so a
+    network still in training never gets stale maps.
+    """
+    import torch
+
+    from equicam.core.model import fold_batchnorm
+
+    versions = tuple(t._version for t in (*net.parameters(), *net.buffers()))
+    kept = _COPIES.setdefault(net, {})
+    if device not in kept or kept[device][0] != versions:
+        copy = fold_batchnorm(net).to(device, memory_format=torch.channels_last)
+        kept[device] = (versions, copy)
+    return kept[device][1]
+
+
 def _tumour_maps(net, x, method: str, bf16: bool = False):
     """Raw tumour maps ``(N, S, S)`` and tumour probabilities ``(N,)`` for a batch.
 
@@ -160,9 +185,8 @@ def cam_volume(
     Parameters
     ----------
     model
-        A :class:`~equicam.core.model.MultiModalCAM` on any device, left as it is: an
-        inference copy of each network (:func:`~equicam.core.model.fold_batchnorm`) runs
-        on ``device``.
+        A :class:`~equicam.core.model.MultiModalCAM` on any device, left as it is: the
+        inference copy of each network on ``device`` (:func:`inference_copy`) runs.
     images
         Modality -> normalised volume ``(Z, Y, X)`` (see :func:`preprocess.normalise_volume`);
         modalities without a network are ignored.
@@ -189,7 +213,6 @@ def cam_volume(
     """
     import torch
 
-    from equicam.core.model import fold_batchnorm
     from equicam.core.preprocess import from_input, to_input
 
     if method not in METHODS:
@@ -219,8 +242,7 @@ def cam_volume(
     done = 0
     yield Progress(done, total, f"{METHOD_NAMES[method]} on {len(todo)} slices")
     for m in names:
-        # channels-last: oneDNN and cuDNN run their fastest convolutions on it.
-        net = fold_batchnorm(model.nets[m]).to(device, memory_format=torch.channels_last)
+        net = inference_copy(model.nets[m], device)
         for batch in batches:
             x = torch.from_numpy(np.ascontiguousarray(images[m][batch], np.float32))
             x = to_input(x[:, None].to(device), model.config.input_size)

@@ -1,8 +1,12 @@
 """The "CAM inspector" dock widget: run the CAM networks on the open scans, show and correct.
 
 The widget only reads its controls, calls the core (the same code as ``equicam cam``) and adds
-layers on the main thread. A whole-volume run is the core's progress generator in a napari
-thread worker, with a progress bar in the dock and a Cancel button. The dock is composed of
+layers on the main thread. Every run, current slice or whole volume, is the core's progress
+generator in a napari thread worker, with a progress bar in the dock and a Cancel button, so
+the viewer never waits on the networks. The slow first steps happen ahead of the first click,
+in the background: the chosen model is loaded, its inference copies made and run once, as
+soon as the widget opens or the model or device changes, and the picked scans are normalised
+as soon as they are picked (kept until a layer's data is replaced). The dock is composed of
 small widgets: the folder of cases in :mod:`.case_navigator`, comparing runs in :mod:`.compare`,
 correction tools in :mod:`.correction_tools`, saving masks in :mod:`.mask_tools` and display
 choices in :mod:`.display`. Its choices are remembered across launches
@@ -12,6 +16,8 @@ choices in :mod:`.display`. Its choices are remembered across launches
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +34,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.utils import notifications, progress
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QStyle
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES
@@ -60,6 +66,24 @@ if TYPE_CHECKING:
 CHECKPOINT_FILE = "checkpoint file..."
 
 
+def _load_ready(spec: str, device: str) -> tuple:
+    """A checkpoint's model and metadata with every network's inference copy made and run
+    once on ``device`` (oneDNN and cuDNN prepare their kernels on a first call)."""
+    from equicam.core.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(spec, device=device)
+    blank = {m: np.ones((1, 8, 8), np.float32) for m in model.modalities}
+    run_to_end(cam_volume(model, blank, device=device, fusions=()))
+    return model, meta
+
+
+def _normalised(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The picked scans normalised as ``equicam cam`` normalises a case."""
+    images = {m: np.asarray(v, np.float32) for m, v in images.items()}
+    brain = brain_mask(images)
+    return {m: normalise_volume(v, brain) for m, v in images.items()}
+
+
 class CamInspector(Container):
     """Pick the modality layers, a model, a device and a map; run; threshold; compare; save.
 
@@ -74,8 +98,13 @@ class CamInspector(Container):
 
         super().__init__(labels=False)
         self.viewer = viewer
-        self._models: dict = {}
-        self._normalised: tuple | None = None
+        # Loading and normalising, off the main thread; (checkpoint, device) -> Future.
+        self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="equicam")
+        self._models: dict[tuple[str, str], Future] = {}
+        self._normalised: tuple[tuple, Future] | None = None
+        # Layers come in bursts; the timer is the widget's, so it goes when the widget goes.
+        self._prepare_soon = QTimer(self.native, singleShot=True, interval=200)
+        self._prepare_soon.timeout.connect(self.prepare)
         self._plotted: tuple[str, dict, np.ndarray] | None = None
         self._worker = None
         self._bar = None
@@ -170,12 +199,15 @@ class CamInspector(Container):
         self.threshold.changed.connect(self._threshold_moved)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_pickers)
+        for control in (*self.pickers.values(), self.model, self.checkpoint, self.device):
+            control.changed.connect(lambda _value: self._prepare_soon.start())
         viewer.dims.events.current_step.connect(
             lambda _e: self.plot.set_current(int(viewer.dims.current_step[0]))
         )
         self.cases.leaving.connect(self._leave_case)
         self.comparison.side_by_side.changed.connect(self.display.apply_style)
         self._refresh_pickers()
+        self._prepare_soon.start()
         remember(
             "inspector",
             {
@@ -228,88 +260,92 @@ class CamInspector(Container):
             if p.value and p.value in self.viewer.layers
         }
 
-    def _inputs(self) -> tuple[dict, Image]:
-        """Normalised volumes of the picked layers (cached: a slice click must be instant)."""
+    def _inputs(self) -> tuple[Future, Image]:
+        """The normalised volumes of the picked layers (a Future; made once per set of layer
+        data arrays) and the first picked layer."""
         chosen = {m: self.viewer.layers[p.value] for m, p in self.pickers.items() if p.value}
         if not chosen:
             raise ValueError("pick at least one modality layer")
         reference = next(iter(chosen.values()))
         key = tuple((m, id(layer.data)) for m, layer in chosen.items())
         if self._normalised is None or self._normalised[0] != key:
-            images = {m: np.asarray(layer.data, np.float32) for m, layer in chosen.items()}
-            if len({v.shape for v in images.values()}) > 1:
+            if len({layer.data.shape for layer in chosen.values()}) > 1:
                 raise ValueError("the picked layers have different shapes")
-            brain = brain_mask(images)
-            self._normalised = (key, {m: normalise_volume(v, brain) for m, v in images.items()})
+            images = {m: layer.data for m, layer in chosen.items()}
+            self._normalised = (key, self._background.submit(_normalised, images))
         return self._normalised[1], reference
 
-    def _model(self):
-        """The chosen model on the chosen device, loaded once per (checkpoint, device)."""
-        from equicam.core.checkpoint import load_checkpoint
+    def _model(self) -> tuple[Future, str, str]:
+        """The chosen model and metadata (a Future; loaded once per checkpoint and device), the
+        device and the run's label."""
         from equicam.core.device import resolve_device
 
         own = self.model.value == CHECKPOINT_FILE
         spec = str(self.checkpoint.value) if own else self.model.value
         device = resolve_device(self.device.value)
-        if (spec, device) not in self._models:
-            self._models[(spec, device)] = load_checkpoint(spec, device=device)
-        model, meta = self._models[(spec, device)]
-        if (
-            self.per_map.value  # else the slider holds the user's (perhaps remembered) value
-            and "threshold" in meta
-            and not any("run" in layer_info(layer) for layer in self.viewer.layers)
-        ):
-            with self.threshold.changed.blocked():  # a default, not the user's choice
-                self.threshold.value = float(meta["threshold"])  # chosen on validation
-        return model, meta, device, run_label(Path(spec).stem if own else spec, self.method.value)
+        future = self._models.get((spec, device))
+        if future is None or (future.done() and future.exception() is not None):
+            future = self._background.submit(_load_ready, spec, device)  # a failure is retried
+            self._models[(spec, device)] = future
+        return future, device, run_label(Path(spec).stem if own else spec, self.method.value)
+
+    def prepare(self) -> None:
+        """Load the chosen model and normalise the picked scans in the background, so that
+        the first click finds them ready. Problems wait for a run to report them."""
+        own = self.model.value == CHECKPOINT_FILE
+        if not own or Path(str(self.checkpoint.value)).is_file():
+            self._model()
+        with contextlib.suppress(ValueError):
+            self._inputs()
 
     # --- running --------------------------------------------------------------------------
-    def _job(self, slices=None):
-        images, reference = self._inputs()
-        model, meta, device, label = self._model()
-        generator = cam_volume(
-            model,
-            images,
-            method=self.method.value,
-            slices=slices,
-            device=device,
-            fusions=(self.fusion.value,),
-        )
-        return generator, reference, label, meta
-
     def run_current_slice(self) -> None:
-        """Compute the maps of the slice under the cursor, synchronously."""
+        """Compute the maps of the slice under the cursor in a thread worker."""
         try:
             _, reference = self._inputs()
             z = int(round(reference.world_to_data(self.viewer.dims.point)[0]))
-            generator, reference, label, meta = self._job(slices=[z])
-            self._show(run_to_end(generator), reference.scale, reference.metadata, label, meta)
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
+            return
+        self._start(slices=[z])
 
     def run_whole_volume(self) -> None:
         """Compute every slice in a thread worker, with progress and Cancel."""
+        self._start(slices=None)
+
+    def _start(self, slices) -> None:
+        """Run the chosen map on ``slices`` (None: every slice) in a thread worker."""
         from napari.qt.threading import create_worker
 
         try:
-            generator, reference, label, meta = self._job()
+            images, reference = self._inputs()
+            model, device, label = self._model()
         except (ValueError, OSError) as error:
             notifications.show_error(f"CAM inspector: {error}")
             return
         scale, metadata = reference.scale, reference.metadata
+        method, fusion = self.method.value, self.fusion.value
 
         def job():
-            try:
-                return (yield from generator)
+            try:  # waits for the background loading and normalising if they are not done
+                network, meta = model.result()
+                generator = cam_volume(
+                    network,
+                    images.result(),
+                    method=method,
+                    slices=slices,
+                    device=device,
+                    fusions=(fusion,),
+                )
+                return (yield from generator), meta
             except (ValueError, OSError, RuntimeError) as error:  # bad input, file, device
                 return str(error)  # a message, not an exception: superqt would re-raise that
 
         self._worker = create_worker(job)
-        self._bar = progress(total=0, desc="CAM")
-        self._worker.yielded.connect(self._on_progress)
-        self._worker.returned.connect(
-            lambda result: self._returned(result, scale, metadata, label, meta)
-        )
+        if slices is None:
+            self._bar = progress(total=0, desc="CAM")
+            self._worker.yielded.connect(self._on_progress)
+        self._worker.returned.connect(lambda out: self._returned(out, scale, metadata, label))
         self._worker.finished.connect(self._done)
         self._set_busy(True)
         self._worker.start()
@@ -320,11 +356,19 @@ class CamInspector(Container):
             self._worker.quit()
             notifications.show_info("CAM inspector: run cancelled")
 
-    def _returned(self, result, scale, metadata: dict, label: str, meta: dict) -> None:
+    def _returned(self, result, scale, metadata: dict, label: str) -> None:
         if isinstance(result, str):
             notifications.show_error(f"CAM inspector: {result}")
-        else:
-            self._show(result, scale, metadata, label, meta)
+            return
+        maps, meta = result
+        if (
+            self.per_map.value  # else the slider holds the user's (perhaps remembered) value
+            and "threshold" in meta
+            and not any("run" in layer_info(layer) for layer in self.viewer.layers)
+        ):
+            with self.threshold.changed.blocked():  # a default, not the user's choice
+                self.threshold.value = float(meta["threshold"])  # chosen on validation
+        self._show(maps, scale, metadata, label, meta)
 
     def _on_progress(self, step) -> None:
         bar = self._bar  # updating the bar may process events, _done among them
