@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from equicam.core.synth.fields import distance_within, smooth_field
+from equicam.core.mask_edit import distance_to
+from equicam.core.synth.fields import smooth_field
 from equicam.core.synth.sequences import Protocol
 
 
@@ -112,7 +113,7 @@ def stripped_mask(
         The mask and the rim (both bool).
     """
     shape = brain.shape
-    outside = distance_within(brain, mm, 4.0)
+    outside = distance_to(brain, (mm,) * 3, 4.0)
     inside = depth
     rim = np.zeros(shape, bool)
     if rng.random() < residue:

@@ -11,9 +11,10 @@ import numpy as np
 from scipy import ndimage
 
 from equicam.core.anatomy import BRATS_AFFINE, BRATS_SHAPE, load_anatomy
+from equicam.core.mask_edit import distance_to
 from equicam.core.synth.acquisition import acquire, stripped_mask
 from equicam.core.synth.families import FAMILIES, MIXTURES, family_names
-from equicam.core.synth.fields import distance_within, smooth_field
+from equicam.core.synth.fields import smooth_field
 from equicam.core.synth.sequences import Protocol, draw_protocol, signal
 from equicam.core.synth.tissue import TISSUES, draw_tissues
 from equicam.core.synth.tumours import grow_tumours, plan_tumours
@@ -84,7 +85,7 @@ def _mimics(rng, tissue, depth, brain, seg, mm) -> dict[str, np.ndarray]:
     """White-matter hyperintensities, enhancing surface vessels and choroid plexus."""
     shape = brain.shape
     ventricles = (tissue["csf"] > 0.6) & (depth > 25.0)
-    near_vent = distance_within(ventricles, mm, 8.0)
+    near_vent = distance_to(ventricles, (mm,) * 3, 8.0)
     load = rng.uniform(0.3, 1.2)
     field = smooth_field(rng, shape, 24)
     wmh = (tissue["wm"] > 0.5) & (

@@ -1,5 +1,4 @@
-"""Fields over the grid: smooth random fields (deformations, textures, bias, shapes) and
-short-range distances."""
+"""Smooth random fields, the raw material of deformations, textures, bias and shapes."""
 
 from __future__ import annotations
 
@@ -34,22 +33,3 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: int) -
     )
     field = field[tuple(slice(0, s) for s in shape)]
     return ((field - field.mean()) / (field.std() + 1e-6)).astype(np.float32)
-
-
-def distance_within(mask: np.ndarray, mm: float, reach: float) -> np.ndarray:
-    """Distance in mm from each voxel to the nearest voxel of ``mask``, exact up to ``reach``.
-
-    Computed in the bounding box of ``mask`` grown by ``reach`` (a small fraction of the
-    volume for ventricles or a brain's rim); voxels outside that box get ``inf``.
-    """
-    out = np.full(mask.shape, np.inf, np.float32)
-    found = np.argwhere(mask)
-    if not len(found):
-        return out
-    grow = int(np.ceil(reach / mm)) + 1
-    box = tuple(
-        slice(max(0, lo - grow), min(n, hi + grow + 1))
-        for lo, hi, n in zip(found.min(axis=0), found.max(axis=0), mask.shape, strict=True)
-    )
-    out[box] = ndimage.distance_transform_edt(~mask[box]) * mm
-    return out
