@@ -149,3 +149,28 @@ def tiny_cache(tmp_path_factory):
     }
     (root / "meta.json").write_text(json.dumps(meta))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_segnet(tmp_path_factory, synthetic_cases):
+    """A second stage trained for a few steps (training.train_segnet's own loop) on one
+    synthetic case's ground truth; its threshold 0.5."""
+    import torch
+
+    from equicam.core.brats import load_case
+    from equicam.core.preprocess import brain_mask, normalise_volume
+    from equicam.core.segnet import SegConfig, SegNet, save_segnet, with_context
+    from training.train_segnet import train_steps
+
+    torch.manual_seed(0)
+    case = load_case(synthetic_cases / "BraTS2021_00000")
+    brain = brain_mask(case.images)
+    config = SegConfig(widths=(4, 8, 8, 8), input_size=32)
+    volume = np.stack(
+        [normalise_volume(case.images[m], brain) for m in config.modalities], axis=1
+    ).astype(np.float32)
+    target = case.whole_tumour.astype(np.uint8)
+    model = SegNet(config)
+    train_steps(model, with_context(volume, 1), target, np.ones(target.shape, np.float32), steps=5)
+    path = tmp_path_factory.mktemp("segnet") / "seg.safetensors"
+    return save_segnet(path, model, {"threshold": 0.5})

@@ -19,21 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from equicam.core.evaluation import SWEEP
 from equicam.core.inference import cam_volume, run_to_end
-from equicam.core.metrics import dice
-from equicam.core.preprocess import to_input
 from equicam.core.refine import MaskSettings, refined_maps, refined_mask, refinement_of
 from equicam.core.segnet import (
     SegConfig,
     SegNet,
     pseudo_targets,
     save_segnet,
-    segment_volume,
     with_context,
 )
+from equicam.core.segnet_fit import best_threshold, training_losses
 from training.data import SliceCache
 
 
@@ -82,32 +78,21 @@ def train_steps(
     seed: int = 0,
     device: str = "cpu",
 ) -> list[float]:
-    """Train ``model`` for ``steps`` batches of random slices with random flips.
-
-    The loss is the voxel-weighted cross-entropy (weights 0 ignore a voxel). Returns the loss
-    of every step.
-    """
-    size = model.config.input_size
-    x_all = to_input(torch.from_numpy(inputs), size)
-    y_all = to_input(torch.from_numpy(targets[:, None].astype(np.float32)), size, nearest=True)
-    w_all = to_input(torch.from_numpy(weights[:, None]), size, nearest=True)
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    model.to(device).train()
-    losses = []
-    for _ in range(steps):
-        pick = torch.randint(len(x_all), (batch_size,), generator=generator)
-        x, y, w = x_all[pick], y_all[pick, 0].long(), w_all[pick, 0]
-        if torch.rand(1, generator=generator) < 0.5:  # left-right flip: brains are symmetric
-            x, y, w = x.flip(-1), y.flip(-1), w.flip(-1)
-        x, y, w = x.to(device), y.to(device), w.to(device)
-        per_voxel = F.cross_entropy(model(x), y, reduction="none")
-        loss = (per_voxel * w).sum() / w.sum().clamp_min(1.0)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-    return losses
+    """Train ``model`` for ``steps`` batches (see
+    :func:`~equicam.core.segnet_fit.training_losses`); returns the loss of every step."""
+    return list(
+        training_losses(
+            model,
+            inputs,
+            targets,
+            weights,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+        )
+    )
 
 
 def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
@@ -115,14 +100,9 @@ def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
     cases = []
     for case_id in data.case_ids:
         images, truth = data.case_slices(case_id)
-        if truth.any():
-            volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
-            cases.append((segment_volume(model, volume, device=device), truth > 0))
-    if not cases:
-        return {"threshold": 0.5, "dice": None}
-    scores = {t: float(np.mean([dice(p >= t, truth) for p, truth in cases])) for t in SWEEP}
-    best = max(scores, key=scores.get)
-    return {"threshold": best, "dice": scores[best]}
+        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+        cases.append((volume, truth > 0))
+    return best_threshold(model, cases, device)
 
 
 def main(argv=None) -> Path:

@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prepare)
 
     checkpoint_help = (
-        f"a bundled model ({', '.join(BUNDLED)}) or a .safetensors file of your own training "
-        "(default equivariant)"
+        f"a bundled model ({', '.join(BUNDLED)}) or a .safetensors file of your own training: "
+        "CAM networks, or a second stage (python -m training.train_segnet), whose map is "
+        "second_stage and whose mask is that map at its threshold (default equivariant)"
     )
     method_help = (
         "map to compute: cam (class activation map), gradcam (Grad-CAM) or gradcampp "
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="post-processing: paper (per-slice min-max, classifier gating, threshold) or "
             "refined (per-volume normalisation, z-smoothed gate, components, growth in mm); "
-            "default: the checkpoint's, the one that measured best on its validation patients",
+            "default: the checkpoint's, the one that measured best on its validation patients; "
+            "not for a second stage",
         )
         if name == "evaluate":
             p.add_argument(

@@ -31,8 +31,8 @@ def test_cam_layers_carry_the_scan_geometry_and_show_fused_maps_first():
     maps = {"flair": rng.random((3, 4, 5), dtype=np.float32)}
     result = CamResult("cam", maps, {"mean": maps["flair"]})
     meta = {"equicam": {"case_id": "C1", "modality": "flair"}}
-    thresholds = {"flair": 0.4, "fused_mean": 0.3}
-    layers = cam_layers(result, "equivariant", (2.0, 1.0, 1.0), meta, thresholds)
+    settings = {"flair": {"threshold": 0.4}, "fused_mean": {"threshold": 0.3}}
+    layers = cam_layers(result.all_maps(), "equivariant", (2.0, 1.0, 1.0), meta, settings, "paper")
     names = [kwargs["name"] for _, kwargs, _ in layers]
     assert names == ["CAM FLAIR (equivariant)", "CAM fused mean (equivariant)"]
     _, flair, kind = layers[0]
@@ -42,7 +42,9 @@ def test_cam_layers_carry_the_scan_geometry_and_show_fused_maps_first():
         "modality": "flair",
         "map": "flair",
         "run": "equivariant",
+        "protocol": "paper",
         "threshold": 0.4,
+        "mask_settings": {"threshold": 0.4},
         "edited": False,
         "saved": True,
     }

@@ -616,6 +616,7 @@ def save_volume(
     dtype: str = "uint8",
     protect: Iterable[str | os.PathLike] = (),
     replace: bool = False,
+    description: str | None = None,
 ) -> Path:
     """Write a display-ordered array as NIfTI in the source scan's geometry, safely.
 
@@ -634,6 +635,9 @@ def save_volume(
     replace
         Replace an existing file of that name; by default an existing file is kept and the
         save refused. Files named like a BraTS scan or segmentation are never written.
+    description
+        Written to the header's ``descrip`` field (ASCII, cut at its 79 characters): what
+        made the volume; default the scan's own description.
 
     Returns
     -------
@@ -659,6 +663,8 @@ def save_volume(
     header = geometry.header.copy()
     header.set_data_dtype(np.dtype(dtype))
     header.set_slope_inter(1.0, 0.0)
+    if description is not None:
+        header["descrip"] = description.encode("ascii", "replace")[:79]
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(geometry.to_file(np.asarray(array).astype(dtype)), geometry.affine, header)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,18 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def description(protocol: str, name: str, run: str) -> str:
+    """What a map or mask file's header says made it (its ``descrip``, 79 characters at most):
+    ``equicam protocol=<protocol> map=<name> run=<run>``."""
+    return f"equicam protocol={protocol} map={name} run={run}"
+
+
+def described_protocol(text: str) -> str | None:
+    """The protocol named by a header description of :func:`description`, None if none."""
+    found = re.match(r"equicam protocol=(\S+)", text)
+    return found.group(1) if found else None
 
 
 def changed_since_run(folder: str | os.PathLike) -> list[str]:
@@ -77,7 +90,9 @@ def cam_case(
     case_path
         A case folder or any one of its files (any BraTS layout).
     checkpoint
-        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
+        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file: CAM networks or
+        a second stage (:mod:`equicam.core.segnet`, told by its metadata), whose one map is
+        ``second_stage``, its protocol ``threshold`` and its method ``segnet``.
     out_dir
         Output folder, created if needed; the run writes into a new folder inside it
         (see the module docstring).
@@ -98,15 +113,15 @@ def cam_case(
     -------
     list of Path
         ``cam-<name>.nii.gz`` (float32) and ``mask-<name>.nii.gz`` (uint8) for every modality
-        the checkpoint and the case share and for ``fused_<fusion>``, in the case's geometry,
-        then ``cam.json``.
+        the checkpoint and the case share and for ``fused_<fusion>`` (a second stage: for
+        ``second_stage``, its probability), in the case's geometry, then ``cam.json``.
     """
     from equicam.core.inference import resolve_precision, run_to_end
 
     if threshold is not None:
         _check_threshold(threshold)
     model, meta, device, source = _load_model(checkpoint, device)
-    protocol = _protocol(meta, protocol, source)
+    protocol, method = _protocol(meta, protocol, source, method)
     precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
     result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
@@ -123,12 +138,20 @@ def cam_case(
             CaseWarning,
             stacklevel=2,
         )
-    jobs = [(v, out / f"cam-{name}.nii.gz", "float32") for name, v in maps.items()]
-    jobs += [(m, out / f"mask-{name}.nii.gz", "uint8") for name, m in masks.items()]
+    run = Path(str(checkpoint)).stem
+    jobs = [(v, out / f"cam-{name}.nii.gz", "float32", name) for name, v in maps.items()]
+    jobs += [(m, out / f"mask-{name}.nii.gz", "uint8", name) for name, m in masks.items()]
 
     def write(job):
-        array, path, dtype = job
-        return save_volume(array, case.geometry, path, dtype=dtype, protect=case.files.inputs)
+        array, path, dtype, name = job
+        return save_volume(
+            array,
+            case.geometry,
+            path,
+            dtype=dtype,
+            protect=case.files.inputs,
+            description=description(protocol, name, run),
+        )
 
     # zlib releases the GIL while it compresses: one file per core at a time.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
@@ -139,6 +162,7 @@ def cam_case(
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
+        "model_kind": meta.get("kind", "cam"),
         "protocol": protocol,
         "thresholds": _thresholds_of(settings),
         "protocol_settings": settings,

@@ -28,6 +28,7 @@ _KNOWN_MODALITIES = ("t1", "t1ce", "t2", "flair")
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 BUNDLED = ("equivariant", "baseline")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "checkpoints"
+SECOND_STAGE = "segnet"  # the metadata ``kind`` of a second stage (:mod:`equicam.core.segnet`)
 
 
 class CheckpointError(EquicamError):
@@ -267,6 +268,18 @@ def load_checkpoint(
         )
     model.fusion_weights = _fusion_weights(path, meta, config.modalities)
     return model.to(device).eval(), meta
+
+
+def load_model(spec: str | os.PathLike, *, device: str = "cpu"):
+    """A CAM model (:func:`load_checkpoint`) or a second stage
+    (:func:`~equicam.core.segnet.load_segnet`), told apart by the checkpoint's metadata
+    (``kind``), never by its name; returns the model and its metadata."""
+    from equicam.core.segnet import load_segnet
+
+    path = resolve_checkpoint(spec)
+    if read_metadata(path).get("kind") == SECOND_STAGE:
+        return load_segnet(path, device)
+    return load_checkpoint(spec, device=device)
 
 
 def _fusion_weights(path: Path, meta: dict, modalities: Sequence[str]) -> dict | None:

@@ -25,7 +25,13 @@ from equicam import __version__
 from equicam.core.atomic import write_file, write_json
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
 from equicam.core.preprocess import brain_mask, normalise_volume
-from equicam.core.refine import apply_protocol, check_protocol, default_protocol, refinement_of
+from equicam.core.refine import (
+    THRESHOLD_ONLY,
+    apply_protocol,
+    check_protocol,
+    default_protocol,
+    refinement_of,
+)
 from equicam.core.scoring import cohort, plot_sweep, results_table, score_maps
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
@@ -41,13 +47,13 @@ def case_maps(
     fusions=("mean", "max", "weighted"),
     precision: str = "auto",
 ):
-    """Normalise a loaded case and return the generator of its maps (see ``cam_volume``)."""
-    from equicam.core.inference import cam_volume
+    """Normalise a loaded case and return the generator of its maps (see ``model_maps``)."""
+    from equicam.core.inference import model_maps
 
     images = {m: case.images[m] for m in model.modalities if m in case.images}
     brain = brain_mask(images)
     normalised = {m: normalise_volume(v, brain) for m, v in images.items()}
-    return cam_volume(
+    return model_maps(
         model, normalised, method=method, device=device, fusions=fusions, precision=precision
     )
 
@@ -65,14 +71,14 @@ def _versions() -> dict:
 
 
 def _load_model(checkpoint, device: str, local_rank: int = 0):
-    from equicam.core.checkpoint import load_checkpoint, resolve_checkpoint
+    from equicam.core.checkpoint import load_model, resolve_checkpoint
     from equicam.core.device import available_devices, resolve_device
 
     if device in ("auto", "cuda") and local_rank:
         gpus = available_devices()[1:]
         device = gpus[local_rank % len(gpus)] if gpus else "cpu"
     device = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, device=device)
+    model, meta = load_model(checkpoint, device=device)
     return model, meta, device, resolve_checkpoint(checkpoint)
 
 
@@ -96,12 +102,23 @@ def chosen_thresholds(meta: dict, threshold: float | None, names) -> dict[str, f
     return {name: _check_threshold(per_map.get(name, default)) for name in names}
 
 
-def _protocol(meta: dict, protocol: str | None, source) -> str:
-    """The protocol to run: ``protocol`` or the checkpoint's default; refined needs settings."""
+def _protocol(meta: dict, protocol: str | None, source, method: str) -> tuple[str, str]:
+    """The protocol and method to run: ``protocol`` or the checkpoint's default (refined needs
+    settings); a second stage's are :data:`~equicam.core.refine.THRESHOLD_ONLY` and
+    ``segnet``."""
+    from equicam.core.checkpoint import SECOND_STAGE
+
+    if meta.get("kind") == SECOND_STAGE:
+        if protocol is not None or method != "cam":
+            raise ValueError(
+                f"{source} is a second stage: its mask is its probability at its threshold; "
+                "it takes no --protocol and no --method"
+            )
+        return THRESHOLD_ONLY, SECOND_STAGE
     protocol = default_protocol(meta) if protocol is None else check_protocol(protocol)
     if protocol == "refined":
         refinement_of(meta, str(source))
-    return protocol
+    return protocol, method
 
 
 def _thresholds_of(settings: dict) -> dict[str, float]:
@@ -160,7 +177,7 @@ def _score_case(files, model, meta, device: str, settings: dict) -> dict:
         )
         thresholds = _thresholds_of(used)
         record = score_maps(maps, case.whole_tumour, case.spacing, thresholds, settings["sweep"])
-        if settings["protocol"] != "paper":  # a refined mask is more than its map's threshold
+        if settings["protocol"] == "refined":  # a refined mask is more than its map's threshold
             binary = {name: mask.astype(np.float32) for name, mask in masks.items()}
             at_masks = score_maps(
                 binary, case.whole_tumour, case.spacing, dict.fromkeys(masks, 0.5)
@@ -232,7 +249,9 @@ def evaluate(
         Folder of cases in any BraTS layout; cases without a segmentation are skipped with a
         :class:`CaseWarning`.
     checkpoint
-        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file.
+        ``equivariant`` or ``baseline`` (bundled) or a ``.safetensors`` file: CAM networks or
+        a second stage (:mod:`equicam.core.segnet`, told by its metadata), whose one map is
+        ``second_stage``, its protocol ``threshold`` and its method ``segnet``.
     out_dir
         Output folder (rank 0 writes the reports; every rank keeps its cases in ``cases/``).
     method
@@ -286,7 +305,7 @@ def evaluate(
         if rank == 0:  # an unwritable folder is found before the long part, not after
             _make_folder(out)
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
-        protocol = _protocol(meta, protocol, source)
+        protocol, method = _protocol(meta, protocol, source, method)
         precision = resolve_precision(precision, device)
         settings = {
             "checkpoint_file": str(source),
@@ -363,6 +382,7 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "checkpoint_file": str(source),
         "method": method,
+        "model_kind": meta.get("kind", "cam"),
         "protocol": protocol,
         "protocol_settings": next(
             (r["protocol_settings"] for r in records.values() if "protocol_settings" in r), {}

@@ -169,6 +169,18 @@ def _tumour_maps(net, x, method: str, bf16: bool = False):
     return torch.relu((weights * features).sum(dim=1)), probs
 
 
+def model_maps(model, images: dict[str, np.ndarray], **options) -> Generator:
+    """The progress generator of a model's maps: :func:`cam_volume` for CAM networks, or
+    :func:`~equicam.core.segnet.segment_steps` for a second stage (which takes only
+    ``slices``, ``device`` and ``batch_size`` of ``options``)."""
+    from equicam.core.segnet import SegNet, segment_steps
+
+    if isinstance(model, SegNet):
+        kept = {k: v for k, v in options.items() if k in ("slices", "device", "batch_size")}
+        return segment_steps(model, images, **kept)
+    return cam_volume(model, images, **options)
+
+
 def cam_volume(
     model,
     images: dict[str, np.ndarray],

@@ -33,6 +33,9 @@ from equicam.core.fusion import fuse
 from equicam.core.mask_edit import grow, largest_component, remove_small_components
 
 PROTOCOLS = ("paper", "refined")
+# A second stage (:mod:`equicam.core.segnet`) has no protocol to choose: its mask is its
+# probability at its threshold, recorded under this name.
+THRESHOLD_ONLY = "threshold"
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def apply_protocol(
     result
         A :class:`~equicam.core.inference.CamResult` of a whole volume.
     protocol
-        ``paper`` or ``refined``.
+        ``paper``, ``refined`` or :data:`THRESHOLD_ONLY` (the maps as they are, thresholded).
     meta
         The checkpoint's metadata (thresholds, ``refined`` settings).
     spacing
@@ -208,12 +211,14 @@ def apply_protocol(
     -------
     (maps, masks, settings)
         Map name -> float32 map; map name -> uint8 mask; the JSON-able settings applied
-        (``thresholds`` for ``paper``, the ``refined`` entry for ``refined``).
+        (``thresholds`` for ``paper`` and :data:`THRESHOLD_ONLY`, the ``refined`` entry for
+        ``refined``).
     """
     from equicam.core.evaluation import chosen_thresholds
 
-    check_protocol(protocol)
-    if protocol == "paper":
+    if protocol != THRESHOLD_ONLY:
+        check_protocol(protocol)
+    if protocol in ("paper", THRESHOLD_ONLY):
         maps = result.all_maps()
         thresholds = chosen_thresholds(meta, threshold, maps)
         return maps, result.masks(thresholds), {"thresholds": thresholds}

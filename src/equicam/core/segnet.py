@@ -9,22 +9,27 @@ per-pixel logits (0 = healthy, 1 = tumour) rather than a map pooled into a slice
 Its checkpoint is one ``.safetensors`` file like the CAM models' (:mod:`equicam.core.checkpoint`)
 with ``"kind": "segnet"`` and its :class:`SegConfig` as ``model`` in the metadata, and the mask
 threshold chosen on validation patients under ``threshold``.
+
+Run on a case (``equicam cam``/``evaluate``, the plugin), it makes one map, ``second_stage``
+(its tumour probability), whose mask is that map at the checkpoint's threshold.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from equicam.core.checkpoint import SECOND_STAGE
 from equicam.core.model import CAMNet
 from equicam.core.preprocess import NORMALISATION, from_input, to_input
 
-KIND = "segnet"
+KIND = SECOND_STAGE
+MAP = "second_stage"  # the name of its map in files, layers and results
 
 
 @dataclass(frozen=True)
@@ -79,21 +84,87 @@ class SegNet(nn.Module):
         self.fusion_weights = None
         self.net = CAMNet(self.config.widths, 2, "case", self.config.in_channels)
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The sequences it needs, as a CAM model names its networks'."""
+        return self.config.modalities
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, 2, S, S)``."""
         return self.net(x)
 
 
-def with_context(volume: np.ndarray, context: int) -> np.ndarray:
-    """Stack each slice with its neighbours: ``(Z, M, Y, X) -> (Z, M * (2 context + 1), Y, X)``.
+def with_context(
+    volume: np.ndarray, context: int, slices: Sequence[int] | None = None
+) -> np.ndarray:
+    """Stack each slice with its neighbours: ``(Z, M, Y, X) -> (N, M * (2 context + 1), Y, X)``.
 
     Channels run slice by slice from ``z - context`` to ``z + context``, every sequence within a
-    slice; slices beyond the volume repeat its first or last slice.
+    slice; slices beyond the volume repeat its first or last slice. ``slices``: the N slices
+    wanted (default all Z).
     """
     z = volume.shape[0]
-    index = np.clip(np.arange(z)[:, None] + np.arange(-context, context + 1)[None], 0, z - 1)
-    stacked = volume[index]  # (Z, 2c+1, M, Y, X)
-    return stacked.reshape(z, -1, *volume.shape[2:])
+    centres = np.arange(z) if slices is None else np.asarray(slices, int)
+    index = np.clip(centres[:, None] + np.arange(-context, context + 1)[None], 0, z - 1)
+    stacked = volume[index]  # (N, 2c+1, M, Y, X)
+    return stacked.reshape(len(centres), -1, *volume.shape[2:])
+
+
+def segment_steps(
+    model: SegNet,
+    images: Mapping[str, np.ndarray],
+    *,
+    slices: Sequence[int] | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> Generator:
+    """The tumour probability of a normalised volume, as a generator that yields progress.
+
+    Parameters
+    ----------
+    model
+        The second-stage network (left on its device; moved to ``device`` for the run).
+    images
+        Modality -> normalised volume ``(Z, Y, X)``; the model's every sequence is needed.
+    slices
+        Slice indices to compute (e.g. the current slice); default every slice with brain.
+    device
+        A torch device string.
+    batch_size
+        Slices per forward pass.
+
+    Returns
+    -------
+    CamResult
+        The generator's return value: the probability ``(Z, Y, X)`` float32 as map
+        :data:`MAP`, zero outside the brain and on slices not computed; as its slice
+        probability, each slice's highest.
+    """
+    from equicam.core.inference import CamResult, Progress
+
+    missing = [m for m in model.config.modalities if m not in images]
+    if missing:
+        raise ValueError(f"the second stage needs {', '.join(missing)} as well")
+    volume = np.stack([images[m] for m in model.config.modalities], axis=1).astype(np.float32)
+    brain = (volume != 0).any(axis=1)
+    has_brain = brain.any(axis=(1, 2))
+    wanted = range(len(brain)) if slices is None else slices
+    todo = [z for z in wanted if 0 <= z < len(brain) and has_brain[z]]
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    net = model.to(device).eval()
+    out = np.zeros(brain.shape, np.float32)
+    yield Progress(0, len(batches), f"second stage on {len(todo)} slices")
+    for done, batch in enumerate(batches, 1):
+        x = torch.from_numpy(with_context(volume, model.config.context, batch))
+        with torch.inference_mode():
+            prob = torch.softmax(net(to_input(x.to(device), model.config.input_size)), dim=1)
+            out[batch] = from_input(prob[:, 1:], volume.shape[2:])[:, 0].cpu().numpy()
+        yield Progress(done, len(batches), f"second stage: slices {batch[0]}-{batch[-1]}")
+    computed = np.zeros(len(brain), bool)
+    computed[todo] = True
+    out *= brain
+    slice_prob = {MAP: out.max(axis=(1, 2))}  # a slice's most confident pixel
+    return CamResult(KIND, {MAP: out}, slice_prob=slice_prob, computed=computed, brain=brain)
 
 
 def segment_volume(
@@ -103,36 +174,12 @@ def segment_volume(
     device: str = "cpu",
     batch_size: int = 16,
 ) -> np.ndarray:
-    """The tumour probability ``(Z, Y, X)`` float32 of a normalised volume.
+    """The tumour probability ``(Z, Y, X)`` float32 of a normalised volume (every slice; see
+    :func:`segment_steps`)."""
+    from equicam.core.inference import run_to_end
 
-    Parameters
-    ----------
-    model
-        The second-stage network (left on its device; moved to ``device`` for the run).
-    images
-        Modality -> normalised volume ``(Z, Y, X)``; the model's every sequence is needed.
-    device
-        A torch device string.
-    batch_size
-        Slices per forward pass.
-    """
-    missing = [m for m in model.config.modalities if m not in images]
-    if missing:
-        raise ValueError(f"the second stage needs {', '.join(missing)} as well")
-    volume = np.stack([images[m] for m in model.config.modalities], axis=1).astype(np.float32)
-    brain = (volume != 0).any(axis=1)
-    stacked = with_context(volume, model.config.context)
-    shape = volume.shape[2:]
-    net = model.to(device).eval()
-    out = np.zeros(brain.shape, np.float32)
-    todo = np.flatnonzero(brain.any(axis=(1, 2)))
-    with torch.inference_mode():
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            x = to_input(torch.from_numpy(stacked[batch]).to(device), model.config.input_size)
-            prob = torch.softmax(net(x), dim=1)[:, 1:]
-            out[batch] = from_input(prob, shape)[:, 0].cpu().numpy()
-    return out * brain
+    steps = segment_steps(model, images, device=device, batch_size=batch_size)
+    return run_to_end(steps).maps[MAP]
 
 
 def save_segnet(path: str | os.PathLike, model: SegNet, meta: dict):

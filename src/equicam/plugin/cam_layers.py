@@ -59,16 +59,22 @@ def mask_layer_name(name: str, label: str) -> str:
 
 
 def cam_layers(
-    result: CamResult, label: str, scale, metadata: dict, thresholds: dict[str, float]
+    maps: dict[str, np.ndarray],
+    label: str,
+    scale,
+    metadata: dict,
+    settings: dict[str, dict],
+    protocol: str,
 ) -> list[tuple]:
-    """Image layer data tuples, one CAM per map of ``result`` (modalities, then fusions).
+    """Image layer data tuples, one CAM per map (modalities, then fusions).
 
     CAMs use a heat colour map that is transparent where the map is low (:func:`cam_colormap`),
     contrast 0..1, placed like the scan (``scale``, and ``translate`` from the case's
     geometry); fused maps are shown, per-modality maps start hidden so the view is not crowded.
     Every layer carries the scan's metadata (``scale`` and ``metadata`` of the scan layer), so
-    that masks made from it save in the scan's geometry, and its map's mask threshold
-    (``thresholds[map name]``).
+    that masks made from it save in the scan's geometry, the ``protocol`` its map was made
+    under, and its map's mask settings (``settings[map name]``: ``threshold``, and under
+    ``refined`` its components and growth) as ``threshold`` and ``mask_settings``.
     """
     return [
         (
@@ -81,12 +87,12 @@ def cam_layers(
                 "blending": "translucent",
                 "contrast_limits": (0.0, 1.0),
                 "opacity": 0.8,
-                "visible": name.startswith("fused"),
-                "metadata": _with_map(metadata, name, label, thresholds[name]),
+                "visible": name not in LAYER_NAMES,
+                "metadata": _with_map(metadata, name, label, settings[name], protocol),
             },
             "image",
         )
-        for name, volume in result.all_maps().items()
+        for name, volume in maps.items()
     ]
 
 
@@ -100,27 +106,43 @@ def pseudo_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
     return CamResult("cam", {"map": np.asarray(cam)}).masks(threshold)["map"]
 
 
-def _with_map(metadata: dict, name: str, label: str, threshold: float) -> dict:
+def _with_map(metadata: dict, name: str, label: str, settings: dict, protocol: str) -> dict:
     info = dict(metadata.get("equicam", {}))
     info.update(
-        {"map": name, "run": label, "threshold": threshold, "edited": False, "saved": True}
+        {
+            "map": name,
+            "run": label,
+            "protocol": protocol,
+            "threshold": settings["threshold"],
+            "mask_settings": settings,
+            "edited": False,
+            "saved": True,
+        }
     )
     return {"equicam": info}
 
 
-def in_use_text(meta: dict, fusion: str, thresholds: dict[str, float] | None) -> str:
-    """What a run used, in one line: the fusion (with its weights) and the mask thresholds.
+def in_use_text(
+    meta: dict, fusion: str, thresholds: dict[str, float] | None, protocol: str, note: str = ""
+) -> str:
+    """What a run used, in one line: the protocol, the fusion (with its weights) and the mask
+    thresholds.
 
     Parameters
     ----------
     meta
         The checkpoint's metadata (``fusion_weights`` when it has them).
     fusion
-        The fusion in use (``weighted``, ``mean``, ...).
+        The fusion in use (``weighted``, ``mean``, ...; empty: none, a second stage).
     thresholds
         Map name -> mask threshold, or None when the slider's value applies to every map.
+    protocol
+        The protocol the maps were made under.
+    note
+        Why that is not the protocol chosen (empty when it is).
     """
-    text = f"fusion {fusion}"
+    text = f"protocol {protocol}" + (f" ({note})" if note else "")
+    text += f"; fusion {fusion}" if fusion else ""
     weights = meta.get("fusion_weights")
     if fusion == "weighted" and weights:
         text += " (" + ", ".join(f"{map_title(m)} {w:.2f}" for m, w in weights.items()) + ")"

@@ -9,13 +9,14 @@ counts as saved even when its masks were saved in another session.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from equicam.core.brats import Case, CaseError, CaseFiles, find_case, find_cases
+from equicam.core.brats import Case, CaseError, CaseFiles, find_case, find_cases, load_case
 from equicam.plugin.settings import load_settings, update_settings
 
 STATUSES = ("new", "maps computed", "edited", "saved")
@@ -48,6 +49,39 @@ def saved_masks(files: CaseFiles) -> list[Path]:
         *files.folder.glob(f"{files.case_id}_mask*.nii"),
     ]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def corrected_cases(
+    data_dir: str | os.PathLike, modalities: Sequence[str]
+) -> tuple[list[tuple[dict[str, np.ndarray], np.ndarray]], list[str]]:
+    """The cases under ``data_dir`` with a saved mask, ready to learn from.
+
+    Returns
+    -------
+    (cases, sources)
+        ``(volume, mask)`` per case: ``modalities`` -> normalised volume ``(Z, Y, X)`` in that
+        order, and its newest saved mask (:func:`saved_masks`) as bool; and those masks' paths.
+
+    Raises
+    ------
+    CaseError
+        When no case has a saved mask, or a case or its mask cannot be read.
+    """
+    from equicam.core.preprocess import brain_mask, normalise_volume
+
+    cases, sources = [], []
+    for files in find_cases(data_dir):
+        saved = saved_masks(files)
+        if not saved:
+            continue
+        case = load_case(files, list(modalities))
+        brain = brain_mask(case.images)
+        volume = {m: normalise_volume(case.images[m], brain) for m in modalities}
+        cases.append((volume, load_mask(saved[-1], case) > 0))
+        sources.append(str(saved[-1]))
+    if not cases:
+        raise CaseError(data_dir, "no case with a saved mask (<case id>_mask*.nii.gz) in it")
+    return cases, sources
 
 
 def saved_mask_name(path: Path, case_id: str) -> str:

@@ -30,6 +30,7 @@ from equicam.core.brats import (
     load_case,
     read_nifti,
 )
+from equicam.core.cam_output import described_protocol
 from equicam.plugin.cases import holds_cases
 from equicam.plugin.layers import LABEL_COLORS, case_layers
 
@@ -185,6 +186,9 @@ def read_mask(path: Path) -> list[tuple]:
         "saved": True,
         "edited": False,
     }
+    made_by = image.header["descrip"].item().decode("ascii", "replace")
+    if described_protocol(made_by) is not None:  # by the plugin or `equicam cam`: kept on save
+        info.update(description=made_by, protocol=described_protocol(made_by))
     labels = np.ascontiguousarray(geometry.to_display(data.astype(np.uint8)))
     kwargs = {
         "name": path.name.split(".")[0],

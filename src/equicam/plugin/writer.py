@@ -14,6 +14,7 @@ import numpy as np
 
 from equicam.core.atomic import numbered
 from equicam.core.brats import CaseError, save_volume
+from equicam.core.cam_output import description
 from equicam.core.errors import EquicamError
 from equicam.plugin.sample_data import user_mask_folder
 
@@ -48,11 +49,25 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
         info = (meta.get("metadata") or {}).get("equicam") or _open_case_info(path, labels.shape)
         _check_labels(path, labels)
         written = save_volume(
-            labels, info["geometry"], Path(path), protect=info["inputs"], replace=True
+            labels,
+            info["geometry"],
+            Path(path),
+            protect=info["inputs"],
+            replace=True,
+            description=mask_description(info),
         )
     except EquicamError as error:
         raise OSError(str(error)) from error
     return [str(written)]
+
+
+def mask_description(info: dict) -> str | None:
+    """The header description of a mask made by a run (its protocol, map and run, as
+    ``equicam cam`` writes them) or opened from such a file; None for other masks (the
+    scan's description stays)."""
+    if {"protocol", "map", "run"} <= info.keys():
+        return description(info["protocol"], info["map"], info["run"])
+    return info.get("description")
 
 
 def _check_labels(path: str | Path, labels: np.ndarray) -> None:
@@ -103,6 +118,13 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
     while candidate.exists() and not (own and candidate == path):
         number += 1
         candidate = numbered(path, number)
-    written = save_volume(labels, info["geometry"], candidate, protect=info["inputs"], replace=own)
+    written = save_volume(
+        labels,
+        info["geometry"],
+        candidate,
+        protect=info["inputs"],
+        replace=own,
+        description=mask_description(info),
+    )
     info["saved_file"] = str(written)
     return written

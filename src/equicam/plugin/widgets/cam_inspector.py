@@ -8,8 +8,9 @@ in the background: the chosen model is loaded, its inference copies made and run
 soon as the widget opens or the model or device changes, and the picked scans are normalised
 as soon as they are picked (kept until a layer's data is replaced). The dock is composed of
 small widgets: the folder of cases in :mod:`.case_navigator`, comparing runs in :mod:`.compare`,
-correction tools in :mod:`.correction_tools`, saving masks in :mod:`.mask_tools` and display
-choices in :mod:`.display`. Its choices are remembered across launches
+correction tools in :mod:`.correction_tools`, saving masks in :mod:`.mask_tools`, display
+choices in :mod:`.display`, the protocol in :mod:`.protocol` and fine-tuning a second stage on
+saved corrections in :mod:`.learn`. Its choices are remembered across launches
 (:mod:`equicam.plugin.settings`) and its loop has keyboard shortcuts
 (:mod:`equicam.plugin.shortcuts`).
 """
@@ -38,26 +39,28 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QStyle
 
 from equicam.core.brats import LAYER_NAMES, MODALITIES
-from equicam.core.evaluation import chosen_thresholds
 from equicam.core.fusion import FUSION_NAMES
-from equicam.core.inference import METHOD_NAMES, cam_volume, run_to_end
+from equicam.core.inference import METHOD_NAMES, model_maps, run_to_end
 from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.core.refine import THRESHOLD_ONLY
 from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import (
     cam_layers,
     in_use_text,
     layer_info,
     mask_layer_name,
-    pseudo_mask,
     run_label,
 )
 from equicam.plugin.layers import MASK_COLORS
+from equicam.plugin.runs import Run, layer_mask, merged, protocol_for, shown_maps
 from equicam.plugin.settings import remember
 from equicam.plugin.widgets.case_navigator import CaseNavigator
 from equicam.plugin.widgets.compare import ComparePanel
 from equicam.plugin.widgets.correction_tools import CorrectionTools
 from equicam.plugin.widgets.display import DisplayOptions
+from equicam.plugin.widgets.learn import LearnFromCorrections
 from equicam.plugin.widgets.mask_tools import MaskTools
+from equicam.plugin.widgets.protocol import ProtocolChoice
 from equicam.plugin.widgets.slice_plot import SliceProbabilityPlot
 
 if TYPE_CHECKING:
@@ -67,13 +70,14 @@ CHECKPOINT_FILE = "checkpoint file..."
 
 
 def _load_ready(spec: str, device: str) -> tuple:
-    """A checkpoint's model and metadata with every network's inference copy made and run
-    once on ``device`` (oneDNN and cuDNN prepare their kernels on a first call)."""
-    from equicam.core.checkpoint import load_checkpoint
+    """A checkpoint's model (CAM networks or a second stage) and metadata with every network's
+    inference copy made and run once on ``device`` (oneDNN and cuDNN prepare their kernels on
+    a first call)."""
+    from equicam.core.checkpoint import load_model
 
-    model, meta = load_checkpoint(spec, device=device)
+    model, meta = load_model(spec, device=device)
     blank = {m: np.ones((1, 8, 8), np.float32) for m in model.modalities}
-    run_to_end(cam_volume(model, blank, device=device, fusions=()))
+    run_to_end(model_maps(model, blank, device=device, fusions=()))
     return model, meta
 
 
@@ -105,7 +109,9 @@ class CamInspector(Container):
         # Layers come in bursts; the timer is the widget's, so it goes when the widget goes.
         self._prepare_soon = QTimer(self.native, singleShot=True, interval=200)
         self._prepare_soon.timeout.connect(self.prepare)
-        self._plotted: tuple[str, dict, np.ndarray] | None = None
+        self._runs: dict[str, Run] = {}  # run label -> its slices so far; the last run last
+        self._second_stage = False  # the chosen checkpoint is a second stage
+        self._shown_count = 0  # CAM layers record when they were made; masks are remade after
         self._worker = None
         self._bar = None
         self.pickers = {
@@ -123,6 +129,7 @@ class CamInspector(Container):
             tooltip="weighted: the mean with per-sequence weights chosen on validation patients "
             "(in the checkpoint); mean, max, geometric: every sequence alike",
         )
+        self.protocol = ProtocolChoice()
         self.run_slice = PushButton(
             text="Run current slice", tooltip=shortcuts.tooltip("run_slice")
         )
@@ -135,7 +142,7 @@ class CamInspector(Container):
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.in_use = Label(value="")
         self.in_use.native.setWordWrap(True)
-        self._last_meta: dict = {}
+        self._shown: tuple[dict, str, str] = ({}, "", "")  # last run's meta, protocol, note
         self.plot = SliceProbabilityPlot()
         self.comparison = ComparePanel(
             viewer, self._scan_layers, lambda: f"fused_{self.fusion.value}"
@@ -144,6 +151,7 @@ class CamInspector(Container):
         self.cases = CaseNavigator(viewer, self.masks)
         self.tools = CorrectionTools(viewer)
         self.display = DisplayOptions(viewer)
+        self.learn = LearnFromCorrections(self._spec)
         settings = Container(
             widgets=[
                 *self.pickers.values(),
@@ -152,6 +160,7 @@ class CamInspector(Container):
                 self.device,
                 self.method,
                 self.fusion,
+                self.protocol,
                 self.run_slice,
                 self.run_volume,
                 self.cancel,
@@ -172,6 +181,7 @@ class CamInspector(Container):
                 self.comparison,
                 self.tools,
                 self.masks,
+                self.learn,
             ],
             labels=False,
         )
@@ -196,6 +206,9 @@ class CamInspector(Container):
         self.run_volume.clicked.connect(self.run_whole_volume)
         self.cancel.clicked.connect(self.cancel_run)
         self.per_map.changed.connect(self.update_masks)
+        self.protocol.changed.connect(self._show_runs)
+        for control in (self.model, self.checkpoint):
+            control.changed.connect(self._offer_protocols)
         self.threshold.changed.connect(self._threshold_moved)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_pickers)
@@ -216,18 +229,20 @@ class CamInspector(Container):
                 "device": self.device,
                 "map": self.method,
                 "fusion": self.fusion,
+                "protocol": self.protocol,
                 "threshold": self.threshold,  # before per_map: moving it unticks per_map
                 "per_map": self.per_map,
                 "mask_style": self.display.mask_style,
             },
         )
         shortcuts.attach(self)
+        self._offer_protocols()
 
     def _leave_case(self) -> None:
         """Before the navigator closes a case: stop its run, leave the grid, clear the plot."""
         self.cancel_run()
         self.comparison.side_by_side.value = "off"
-        self._plotted = None
+        self._runs.clear()
         self.plot.set_result({}, None)
 
     # --- inputs -------------------------------------------------------------------------
@@ -275,19 +290,44 @@ class CamInspector(Container):
             self._normalised = (key, self._background.submit(_normalised, images))
         return self._normalised[1], reference
 
+    def _spec(self) -> str:
+        """The chosen checkpoint: a bundled name or a file."""
+        own = self.model.value == CHECKPOINT_FILE
+        return str(self.checkpoint.value) if own else self.model.value
+
+    def _offer_protocols(self, _value=None) -> None:
+        """Grey out the protocols that the chosen checkpoint has no settings for, and the map,
+        fusion and protocol for a second stage (its metadata only is read: no weights)."""
+        from equicam.core.checkpoint import (
+            SECOND_STAGE,
+            CheckpointError,
+            read_metadata,
+            resolve_checkpoint,
+        )
+
+        try:
+            meta = read_metadata(resolve_checkpoint(self._spec()))
+        except CheckpointError:  # not chosen yet, or bad: a run reports it
+            meta = None
+        self._second_stage = meta is not None and meta.get("kind") == SECOND_STAGE
+        for control in (self.method, self.fusion, self.protocol):
+            control.enabled = not self._second_stage
+        self.protocol.offer(meta)
+
     def _model(self) -> tuple[Future, str, str]:
         """The chosen model and metadata (a Future; loaded once per checkpoint and device), the
         device and the run's label."""
         from equicam.core.device import resolve_device
 
         own = self.model.value == CHECKPOINT_FILE
-        spec = str(self.checkpoint.value) if own else self.model.value
+        spec = self._spec()
         device = resolve_device(self.device.value)
         future = self._models.get((spec, device))
         if future is None or (future.done() and future.exception() is not None):
             future = self._background.submit(_load_ready, spec, device)  # a failure is retried
             self._models[(spec, device)] = future
-        return future, device, run_label(Path(spec).stem if own else spec, self.method.value)
+        method = "cam" if self._second_stage else self.method.value
+        return future, device, run_label(Path(spec).stem if own else spec, method)
 
     def prepare(self) -> None:
         """Load the chosen model and normalise the picked scans in the background, so that
@@ -325,11 +365,12 @@ class CamInspector(Container):
             return
         scale, metadata = reference.scale, reference.metadata
         method, fusion = self.method.value, self.fusion.value
+        key = self._normalised[0]
 
         def job():
             try:  # waits for the background loading and normalising if they are not done
                 network, meta = model.result()
-                generator = cam_volume(
+                generator = model_maps(
                     network,
                     images.result(),
                     method=method,
@@ -345,7 +386,9 @@ class CamInspector(Container):
         if slices is None:
             self._bar = progress(total=0, desc="CAM")
             self._worker.yielded.connect(self._on_progress)
-        self._worker.returned.connect(lambda out: self._returned(out, scale, metadata, label))
+        self._worker.returned.connect(
+            lambda out: self._returned(out, (key, scale, metadata), label)
+        )
         self._worker.finished.connect(self._done)
         self._set_busy(True)
         self._worker.start()
@@ -356,7 +399,7 @@ class CamInspector(Container):
             self._worker.quit()
             notifications.show_info("CAM inspector: run cancelled")
 
-    def _returned(self, result, scale, metadata: dict, label: str) -> None:
+    def _returned(self, result, scans: tuple, label: str) -> None:
         if isinstance(result, str):
             notifications.show_error(f"CAM inspector: {result}")
             return
@@ -368,7 +411,7 @@ class CamInspector(Container):
         ):
             with self.threshold.changed.blocked():  # a default, not the user's choice
                 self.threshold.value = float(meta["threshold"])  # chosen on validation
-        self._show(maps, scale, metadata, label, meta)
+        self._show(maps, scans, label, meta)
 
     def _on_progress(self, step) -> None:
         bar = self._bar  # updating the bar may process events, _done among them
@@ -392,42 +435,40 @@ class CamInspector(Container):
         self.cancel.enabled = self.progress.visible = busy
 
     # --- outputs --------------------------------------------------------------------------
-    def _show(self, result, scale, metadata: dict, label: str, meta: dict) -> None:
-        """Add or update the CAM layers of a run (main thread), then its masks and plot.
+    def _show(self, result, scans: tuple, label: str, meta: dict) -> None:
+        """Merge a run's slices into the earlier ones of the same run on the same scans, then
+        show them (main thread). ``scans``: the key, scale and metadata of the scans it ran
+        on; ``meta``: the checkpoint's metadata."""
+        key, scale, metadata = scans
+        earlier = self._runs.pop(label, None)  # popped: the newest run goes last
+        previous = earlier.result if earlier is not None and earlier.key == key else None
+        self._runs[label] = Run(key, merged(previous, result), scale, metadata, meta)
+        self._show_runs(labels=[label])
 
-        ``meta`` is the checkpoint's metadata: each map keeps its mask threshold from it.
-        """
-        computed = result.computed
-        self._last_meta = meta
+    def _show_runs(self, _value=None, labels=None) -> None:
+        """Add or update the CAM layers of the runs ``labels`` (default all) under the chosen
+        protocol, then the masks and the plot of the newest run."""
         layers = self.viewer.layers
-        thresholds = chosen_thresholds(meta, None, result.all_maps())
-        for data, kwargs, _ in cam_layers(result, label, scale, metadata, thresholds):
-            if kwargs["name"] not in layers:
-                self.viewer.add_image(data, **kwargs)
-                continue
-            layer = layers[kwargs["name"]]
-            if layer.data.shape == data.shape:  # merge this run's slices into earlier ones
-                layer.data[computed] = data[computed]
-                layer.refresh()
-            else:
+        for label in self._runs if labels is None else labels:
+            run = self._runs[label]
+            protocol, note = protocol_for(self.protocol.value, run.meta)
+            maps, settings, protocol, more = shown_maps(run, protocol)
+            self._shown = (run.meta, protocol, note or more)
+            self._shown_count += 1  # its masks are made again (see update_masks)
+            for data, kwargs, _ in cam_layers(
+                maps, label, run.scale, run.metadata, settings, protocol
+            ):
+                kwargs["metadata"]["equicam"]["shown"] = self._shown_count
+                if kwargs["name"] not in layers:
+                    self.viewer.add_image(data, **kwargs)
+                    continue
+                layer = layers[kwargs["name"]]
+                layer.metadata = kwargs["metadata"]
                 layer.data = data
         self.update_masks()
-        self._update_plot(result, label)
-
-    def _update_plot(self, result, label: str) -> None:
-        """Merge this run's slice probabilities with earlier slices of the same run."""
-        if self._plotted is None or self._plotted[0] != label:
-            shape = result.computed.shape
-            self._plotted = (
-                label,
-                {m: np.zeros(shape) for m in result.slice_prob},
-                np.zeros(shape, bool),
-            )
-        _, probabilities, computed = self._plotted
-        for m, values in result.slice_prob.items():
-            probabilities[m][result.computed] = values[result.computed]
-        computed |= result.computed
-        self.plot.set_result(probabilities, computed)
+        if self._runs:
+            newest = self._runs[next(reversed(self._runs))].result
+            self.plot.set_result(newest.slice_prob, newest.computed)
 
     def _threshold_moved(self, _value=None) -> None:
         """Moving the slider means one threshold for every map."""
@@ -437,21 +478,27 @@ class CamInspector(Container):
             self.update_masks()
 
     def update_masks(self, _value=None) -> None:
-        """(Re)threshold every CAM into its mask; an edited mask is kept and a new one made.
+        """(Re)make every CAM's mask; an edited mask is kept and a new one made.
 
-        Each map's own threshold from its checkpoint, or the slider's for all maps. The edited
-        layer itself is only renamed (``... edited``): its data array and its undo history stay
-        as they are.
+        Each map's own threshold and protocol steps from its checkpoint, or the slider's
+        threshold for all maps with their protocol steps. The edited layer itself is only
+        renamed (``... edited``): its data array and its undo history stay as they are.
         """
         for cam in [layer for layer in self.viewer.layers if isinstance(layer, Image)]:
             info = layer_info(cam)
-            if "run" not in info:
+            if "run" not in info or info["run"] not in self._runs:
                 continue
             name = mask_layer_name(info["map"], info["run"])
-            threshold = self.threshold.value
-            if self.per_map.value:
-                threshold = info.get("threshold", threshold)
-            mask = pseudo_mask(cam.data, threshold)
+            threshold = info["threshold"] if self.per_map.value else self.threshold.value
+            made = (info["shown"], info["protocol"], threshold)
+            if (
+                name in self.viewer.layers
+                and layer_info(self.viewer.layers[name]).get("made") == made
+            ):
+                continue  # refined masks cost a growth in mm: made once per map and threshold
+            brain = self._runs[info["run"]].result.brain
+            mask = layer_mask(cam.data, info["mask_settings"], threshold, brain, cam.scale)
+            mask_info = {k: v for k, v in info.items() if k != "mask_settings"}
             if name in self.viewer.layers and layer_info(self.viewer.layers[name]).get("edited"):
                 kept = self.viewer.layers[name]
                 kept.name = f"{name} edited"
@@ -459,7 +506,9 @@ class CamInspector(Container):
                     f"CAM inspector: your edits are kept in '{kept.name}'; '{name}' is new"
                 )
             if name in self.viewer.layers:
-                self.viewer.layers[name].data = mask
+                layer = self.viewer.layers[name]
+                layer.data = mask
+                layer.metadata["equicam"].update(protocol=info["protocol"], made=made)
                 continue
             layer = self.viewer.add_labels(
                 mask,
@@ -468,7 +517,7 @@ class CamInspector(Container):
                 translate=cam.translate,
                 colormap=MASK_COLORS,
                 opacity=0.5,
-                metadata={"equicam": {**info, "edited": False, "saved": True}},
+                metadata={"equicam": {**mask_info, "edited": False, "saved": True, "made": made}},
                 visible=cam.visible,
             )
             self.masks.watch(layer)
@@ -476,12 +525,14 @@ class CamInspector(Container):
         self._show_in_use()
 
     def _show_in_use(self) -> None:
-        """The fusion weights and the mask thresholds in use, under the controls."""
+        """The protocol, fusion weights and mask thresholds in use, under the controls."""
         per_map = {
             layer_info(cam)["map"]: layer_info(cam)["threshold"]
             for cam in self.viewer.layers
             if isinstance(cam, Image) and "run" in layer_info(cam)
         }
+        meta, protocol, note = self._shown
+        fusion = "" if protocol == THRESHOLD_ONLY else self.fusion.value
         self.in_use.value = in_use_text(
-            self._last_meta, self.fusion.value, per_map if self.per_map.value else None
+            meta, fusion, per_map if self.per_map.value else None, protocol, note
         )
