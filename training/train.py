@@ -8,7 +8,8 @@ Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/c
 probability P per slice and sequence (0: none, the paper's setting);
 ``loss.cmer_reduction=sum`` makes CMER a per-sample cosine distance (``mean``: as published).
 With ``train.balanced=true``, ``train.epoch_slices=N`` draws N slices per epoch (0: as many as
-the training split holds).
+the training split holds). ``train.min_tumour_mm2=A`` leaves out of training the tumour slices
+with less than A mm2 of tumour (label noise at the network's resolution); validation keeps all.
 A run folder receives ``checkpoint.safetensors`` (each modality's network from its best
 validation-accuracy epoch, with the threshold chosen on validation), ``metrics.jsonl``,
 ``curves.png`` and ``last_state.pt`` (to resume with ``train.resume=true``).
@@ -84,6 +85,7 @@ DEFAULTS: dict = {
         "select": "accuracy",
         "augment": 0.0,
         "epoch_slices": 0,
+        "min_tumour_mm2": 0.0,
     },
 }
 
@@ -329,6 +331,12 @@ def train(config: dict) -> Path:
     weights = LossWeights(**config["loss"])
     train_data = SliceCache(config["data"]["cache"], "train", model_cfg.modalities)
     val_data = SliceCache(config["data"]["cache"], "val", model_cfg.modalities)
+    if cfg["min_tumour_mm2"]:
+        dropped = train_data.drop_small_tumours(float(cfg["min_tumour_mm2"]))
+        if rank == 0:
+            print(
+                f"left out {dropped} training slices under {cfg['min_tumour_mm2']} mm2 of tumour"
+            )
     # channels-last lets oneDNN (CPU) and cuDNN pick their fast convolution kernels.
     model = MultiModalCAM(model_cfg).to(device, memory_format=torch.channels_last)
     use_cuda = device.startswith("cuda")
