@@ -239,3 +239,21 @@ def test_small_tumour_slices_leave_the_training_draw_by_area_in_mm2(tiny_cache):
     assert len(data) == 16 and not data.labels.any()
     image, label = data[0]
     assert image.shape == (1, 32, 32) and label == 0
+
+
+def test_init_starts_from_a_checkpoint_of_the_same_architecture_only(tmp_path):
+    from equicam.core.checkpoint import save_checkpoint
+    from equicam.core.model import ModelConfig, MultiModalCAM
+    from training.train import _initialise
+
+    config = ModelConfig(widths=(4, 8, 8, 8), input_size=32)
+    trained = MultiModalCAM(config)
+    path = save_checkpoint(tmp_path / "start.safetensors", trained, {"threshold": 0.5})
+    fresh = MultiModalCAM(config)
+    assert not torch.equal(fresh.nets["t1"].head.weight, trained.nets["t1"].head.weight)
+    _initialise(fresh, str(path))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    other = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 16), input_size=32))
+    with pytest.raises(ValueError, match="train.init="):
+        _initialise(other, str(path))
