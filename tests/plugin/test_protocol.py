@@ -93,7 +93,7 @@ def test_switching_the_protocol_changes_masks_and_is_recorded_and_remembered(
     qtbot.addWidget(second.native)
     assert second.protocol.value == "refined"
     assert not _refined_item_enabled(second)  # this checkpoint was never calibrated for it
-    assert "no refined calibration" in second.protocol.tooltip
+    assert "no refined or guided calibration" in second.protocol.tooltip
 
 
 @pytest.mark.gui

@@ -37,10 +37,10 @@ def test_runs_add_up_slice_by_slice_and_refined_waits_for_the_whole_volume():
     assert both.computed.tolist() == [False, True, True, False]
     assert both.maps["flair"][:, 0, 0].tolist() == [0, 0.6, 0.3, 0]
     assert protocol_for("checkpoint", meta) == ("refined", "")
-    assert protocol_for("refined", {}) == ("paper", "this checkpoint has no refined calibration")
+    assert protocol_for("guided", {}) == ("paper", "this checkpoint has no guided calibration")
     assert protocol_for("paper", {"kind": "segnet"}) == ("threshold", "")
 
-    run = Run((), both, (2.0, 1.0, 1.0), {}, meta)
+    run = Run((), both, (2.0, 1.0, 1.0), {}, meta, {})
     _, _, protocol, note = shown_maps(run, "refined")
     assert (protocol, note) == ("paper", "refined needs the whole volume: run it")
     run.result = merged(both, _result([0, 3], 0.8))

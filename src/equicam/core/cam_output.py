@@ -26,12 +26,13 @@ from pathlib import Path
 from equicam.core.atomic import new_folder, write_json
 from equicam.core.brats import CaseWarning, load_case, save_volume
 from equicam.core.evaluation import (
+    CAM_FUSIONS,
     _check_threshold,
     _load_model,
     _protocol,
     _thresholds_of,
     _versions,
-    case_maps,
+    normalised_images,
 )
 from equicam.core.refine import apply_protocol
 
@@ -116,7 +117,7 @@ def cam_case(
         the checkpoint and the case share and for ``fused_<fusion>`` (a second stage: for
         ``second_stage``, its probability), in the case's geometry, then ``cam.json``.
     """
-    from equicam.core.inference import resolve_precision, run_to_end
+    from equicam.core.inference import model_maps, resolve_precision, run_to_end
 
     if threshold is not None:
         _check_threshold(threshold)
@@ -124,9 +125,19 @@ def cam_case(
     protocol, method = _protocol(meta, protocol, source, method)
     precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
-    result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
+    images = normalised_images(case, model.modalities)
+    result = run_to_end(
+        model_maps(
+            model,
+            images,
+            method=method,
+            device=device,
+            fusions=CAM_FUSIONS,
+            precision=precision,
+        )
+    )
     maps, masks, settings = apply_protocol(
-        result, protocol, meta, case.spacing, threshold, model.fusion_weights
+        result, protocol, meta, case.spacing, threshold, model.fusion_weights, images
     )
     wanted = Path(out_dir) / case.case_id
     out = new_folder(wanted)

@@ -2,9 +2,9 @@
 post-processing protocol (:mod:`equicam.core.refine`).
 
 Runs of one model on the same scans add up: a current-slice run fills one slice of the run's
-result, a whole-volume run every slice. The ``refined`` protocol needs the whole volume (its
-gate is smoothed along z, its maps normalised over the volume), so until the whole volume has
-been run a run's maps are shown under ``paper``, and the widget says why.
+result, a whole-volume run every slice. The ``refined`` and ``guided`` protocols need the
+whole volume (their gate is smoothed along z, their maps normalised over the volume), so until
+the whole volume has been run a run's maps are shown under ``paper``, and the widget says why.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from equicam.core.refine import (
 from equicam.plugin.cam_layers import pseudo_mask
 
 CHECKPOINTS_CHOICE = "checkpoint"  # the protocol choice that defers to the checkpoint
+WHOLE_VOLUME = ("refined", "guided")  # protocols that need every slice
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Run:
         The scan layer's metadata (geometry, case).
     meta
         The checkpoint's metadata.
+    images
+        The normalised scans it ran on (the ``guided`` protocol's guide sequence).
     """
 
     key: tuple
@@ -53,6 +56,7 @@ class Run:
     scale: Sequence[float]
     metadata: dict
     meta: dict
+    images: Mapping[str, np.ndarray]
 
 
 def merged(previous: CamResult | None, new: CamResult) -> CamResult:
@@ -91,15 +95,15 @@ def complete(result: CamResult) -> bool:
 def protocol_for(choice: str, meta: Mapping) -> tuple[str, str]:
     """The protocol a checkpoint's runs are shown under, and why it is not ``choice``.
 
-    ``choice`` is ``checkpoint`` (the checkpoint's recommendation), ``paper`` or ``refined``;
-    a checkpoint without refined settings is shown under ``paper``, a second stage under
-    :data:`~equicam.core.refine.THRESHOLD_ONLY`.
+    ``choice`` is ``checkpoint`` (the checkpoint's recommendation), ``paper``, ``refined`` or
+    ``guided``; a checkpoint without the chosen protocol's settings is shown under ``paper``,
+    a second stage under :data:`~equicam.core.refine.THRESHOLD_ONLY`.
     """
     if meta.get("kind") == SECOND_STAGE:
         return THRESHOLD_ONLY, ""
     protocol = default_protocol(meta) if choice == CHECKPOINTS_CHOICE else choice
-    if protocol == "refined" and "refined" not in meta:
-        return "paper", "this checkpoint has no refined calibration"
+    if protocol != "paper" and protocol not in meta:
+        return "paper", f"this checkpoint has no {protocol} calibration"
     return protocol, ""
 
 
@@ -110,18 +114,18 @@ def shown_maps(run: Run, protocol: str) -> tuple[dict, dict, str, str]:
     -------
     (maps, settings, protocol, note)
         Map name -> float32 map; map name -> mask settings (``threshold``, and for ``refined``
-        the components and growth of :class:`~equicam.core.refine.MaskSettings`); the protocol
+        and ``guided`` the rest of :class:`~equicam.core.refine.MaskSettings`); the protocol
         applied, and why it is not ``protocol`` (empty when it is).
     """
     note = ""
-    if protocol == "refined" and not complete(run.result):
-        protocol, note = "paper", "refined needs the whole volume: run it"
-    if protocol == "refined":
-        refinement = refinement_of(run.meta)
+    if protocol in WHOLE_VOLUME and not complete(run.result):
+        protocol, note = "paper", f"{protocol} needs the whole volume: run it"
+    if protocol in WHOLE_VOLUME:
+        refinement = refinement_of(run.meta, protocol=protocol)
         missing = [name for name in run.result.all_maps() if name not in (refinement.maps or {})]
         if missing:
-            protocol, note = "paper", f"no refined settings for {', '.join(missing)}"
-    if protocol == "refined":
+            protocol, note = "paper", f"no {protocol} settings for {', '.join(missing)}"
+    if protocol in WHOLE_VOLUME:
         maps = refined_maps(
             run.result, float(run.scale[0]), refinement, run.meta.get("fusion_weights")
         )
@@ -138,9 +142,11 @@ def layer_mask(
     threshold: float,
     brain: np.ndarray,
     spacing: Sequence[float],
+    images: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """A map's uint8 mask at ``threshold``, with its refined steps when ``settings`` has them."""
+    """A map's uint8 mask at ``threshold``, with its refined or guided steps when ``settings``
+    has them (``images``: the normalised scans, for a guide sequence)."""
     if "grow_mm" not in settings:  # paper: the threshold alone
         return pseudo_mask(volume, threshold)
     mask_settings = MaskSettings(**{**settings, "threshold": float(threshold)})
-    return refined_mask(volume, brain, spacing, mask_settings).astype(np.uint8)
+    return refined_mask(volume, brain, spacing, mask_settings, images).astype(np.uint8)

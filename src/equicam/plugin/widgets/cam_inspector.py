@@ -378,7 +378,7 @@ class CamInspector(Container):
                     device=device,
                     fusions=(fusion,),
                 )
-                return (yield from generator), meta
+                return (yield from generator), meta, images.result()
             except (ValueError, OSError, RuntimeError) as error:  # bad input, file, device
                 return str(error)  # a message, not an exception: superqt would re-raise that
 
@@ -403,7 +403,7 @@ class CamInspector(Container):
         if isinstance(result, str):
             notifications.show_error(f"CAM inspector: {result}")
             return
-        maps, meta = result
+        maps, meta, images = result
         if (
             self.per_map.value  # else the slider holds the user's (perhaps remembered) value
             and "threshold" in meta
@@ -411,7 +411,7 @@ class CamInspector(Container):
         ):
             with self.threshold.changed.blocked():  # a default, not the user's choice
                 self.threshold.value = float(meta["threshold"])  # chosen on validation
-        self._show(maps, scans, label, meta)
+        self._show(maps, (*scans, images), label, meta)
 
     def _on_progress(self, step) -> None:
         bar = self._bar  # updating the bar may process events, _done among them
@@ -437,12 +437,12 @@ class CamInspector(Container):
     # --- outputs --------------------------------------------------------------------------
     def _show(self, result, scans: tuple, label: str, meta: dict) -> None:
         """Merge a run's slices into the earlier ones of the same run on the same scans, then
-        show them (main thread). ``scans``: the key, scale and metadata of the scans it ran
-        on; ``meta``: the checkpoint's metadata."""
-        key, scale, metadata = scans
+        show them (main thread). ``scans``: the key, scale, metadata and normalised volumes of
+        the scans it ran on; ``meta``: the checkpoint's metadata."""
+        key, scale, metadata, images = scans
         earlier = self._runs.pop(label, None)  # popped: the newest run goes last
         previous = earlier.result if earlier is not None and earlier.key == key else None
-        self._runs[label] = Run(key, merged(previous, result), scale, metadata, meta)
+        self._runs[label] = Run(key, merged(previous, result), scale, metadata, meta, images)
         self._show_runs(labels=[label])
 
     def _show_runs(self, _value=None, labels=None) -> None:
@@ -496,8 +496,10 @@ class CamInspector(Container):
                 and layer_info(self.viewer.layers[name]).get("made") == made
             ):
                 continue  # refined masks cost a growth in mm: made once per map and threshold
-            brain = self._runs[info["run"]].result.brain
-            mask = layer_mask(cam.data, info["mask_settings"], threshold, brain, cam.scale)
+            run = self._runs[info["run"]]
+            mask = layer_mask(
+                cam.data, info["mask_settings"], threshold, run.result.brain, cam.scale, run.images
+            )
             mask_info = {k: v for k, v in info.items() if k != "mask_settings"}
             if name in self.viewer.layers and layer_info(self.viewer.layers[name]).get("edited"):
                 kept = self.viewer.layers[name]
