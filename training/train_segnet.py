@@ -66,33 +66,10 @@ def pseudo_labelled(
     return np.concatenate(inputs), np.concatenate(targets), np.concatenate(weights)
 
 
-def train_steps(
-    model: SegNet,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    weights: np.ndarray,
-    *,
-    steps: int,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    seed: int = 0,
-    device: str = "cpu",
-) -> list[float]:
-    """Train ``model`` for ``steps`` batches (see
-    :func:`~equicam.core.segnet_fit.training_losses`); returns the loss of every step."""
-    return list(
-        training_losses(
-            model,
-            inputs,
-            targets,
-            weights,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            device=device,
-        )
-    )
+def train_steps(model: SegNet, inputs, targets, weights, **options) -> list[float]:
+    """Train ``model`` (see :func:`~equicam.core.segnet_fit.training_losses`, which takes
+    ``options``); returns the loss of every step."""
+    return list(training_losses(model, inputs, targets, weights, **options))
 
 
 def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:

@@ -5,10 +5,8 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
-from equicam.core.checkpoint import save_checkpoint
-from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.checkpoint import load_checkpoint, save_checkpoint
 from equicam.plugin.sample_data import SAMPLE_CASE
 from equicam.plugin.widgets.cam_inspector import CHECKPOINT_FILE, CamInspector
 
@@ -16,13 +14,9 @@ MAPS = ("t1", "t1ce", "t2", "flair", "fused_weighted")
 
 
 @pytest.fixture(scope="module")
-def refined_checkpoint(tmp_path_factory):
+def refined_checkpoint(tmp_path_factory, tiny_checkpoint):
     """The tiny model with refined settings (largest component, grown by 4 mm) as its choice."""
-    torch.manual_seed(0)
-    model = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32))
-    with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
-        for net in model.nets.values():
-            net.head.weight[1] += 0.3
+    model, _ = load_checkpoint(tiny_checkpoint)
     settings = {"threshold": 0.5, "largest_only": True, "min_component_mm3": 0.0, "grow_mm": 4.0}
     refined = {"z_sigma_mm": 2.0, "gate": 0.5, "maps": dict.fromkeys(MAPS, settings)}
     meta = {"threshold": 0.5, "refined": refined, "protocol": "refined"}
