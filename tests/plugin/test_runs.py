@@ -35,7 +35,7 @@ def test_runs_add_up_slice_by_slice_and_refined_waits_for_the_whole_volume():
     first = _result([1], 0.6)
     both = merged(first, _result([2], 0.3))
     assert both.computed.tolist() == [False, True, True, False]
-    assert both.maps["flair"][:, 0, 0].tolist() == [0, 0.6, 0.3, 0]
+    np.testing.assert_allclose(both.maps["flair"][:, 0, 0], [0, 0.6, 0.3, 0])
     assert protocol_for("checkpoint", meta) == ("refined", "")
     assert protocol_for("guided", {}) == ("paper", "this checkpoint has no guided calibration")
     assert protocol_for("paper", {"kind": "segnet"}) == ("threshold", "")

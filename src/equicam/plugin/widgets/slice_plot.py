@@ -48,7 +48,10 @@ class SliceProbabilityPlot(Container):
                 else np.arange(len(values))
             )
             ax.plot(
-                z, values[z], marker="." if len(z) < 3 else None, label=LAYER_NAMES.get(name, name)
+                z,
+                values[z],
+                marker="." if len(z) < 3 else None,
+                label=LAYER_NAMES.get(name, name.replace("_", " ")),
             )
         if not self.probabilities:
             ax.set_axis_off()
