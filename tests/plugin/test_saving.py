@@ -100,6 +100,24 @@ def test_the_users_own_reader_preference_is_kept(make_napari_viewer, case_copy):
     assert get_settings().plugins.extension2reader["*/mask-*.nii.gz"] == "napari-equicam"
 
 
+def test_a_name_that_is_not_nifti_is_refused_with_the_extensions(
+    make_napari_viewer, case_copy, tmp_path
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(case_copy), plugin="napari-equicam")
+    truth = viewer.layers["ground truth"]
+    target = tmp_path / "m.txt"
+    # napari offers equicam's writer only .nii.gz and .nii names (its manifest) and says so
+    with pytest.warns(UserWarning, match=f"'napari-equicam' is not a valid writer for {target}"):
+        assert truth.save(str(target), plugin="napari-equicam") == []
+    meta = truth.as_layer_data_tuple()[1]
+    with pytest.raises(OSError, match=r"m\.txt: output name must end in \.nii or \.nii\.gz"):
+        write_mask(str(target), truth.data, meta)
+    with pytest.raises(CaseError, match=r"m\.txt: output name must end in \.nii or \.nii\.gz"):
+        save_mask_layer(truth.data, meta["metadata"]["equicam"], target)
+    assert not target.exists() and not list(tmp_path.glob(".*"))
+
+
 def test_the_reader_says_why_it_refuses_a_folder_without_a_case(tmp_path):
     folder = tmp_path / "exports"
     folder.mkdir()
