@@ -403,6 +403,9 @@ def train(config: dict) -> Path:
         history = json.loads(state["history"])
         if rank == 0:
             print(f"resumed after epoch {start}")
+            # the log holds the state's epochs: a kill may fall between writing one and the other
+            rows = "".join(json.dumps(record) + "\n" for record in history)
+            write_file(run_dir / "metrics.jsonl", rows, replace=True)
     elif rank == 0:  # a fresh run replaces an earlier run's log instead of appending to it
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
