@@ -60,25 +60,28 @@ def test_the_command_writes_a_new_calibrated_checkpoint_and_never_its_input(
         model.fusion_weights == meta["fusion_weights"] and "fused_weighted" in meta["thresholds"]
     )
     assert meta["calibrated_on"]["val_cases"] == 1
-    assert meta["protocol"] in ("paper", "refined")
-    assert set(meta["refined"]["maps"]) == set(meta["thresholds"])
+    assert meta["protocol"] in ("paper", "refined", "guided")
+    assert set(meta["refined"]["maps"]) == set(meta["guided"]["maps"]) == set(meta["thresholds"])
     refused = subprocess.run([*command, "--out", str(source)], capture_output=True, text=True)
     assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
     assert source.read_bytes() == before
 
 
-def test_refined_settings_score_on_validation_what_the_protocol_then_gives(tiny_cache, tiny_model):
+@pytest.mark.parametrize("protocol", ["refined", "guided"])
+def test_protocol_settings_score_on_validation_what_the_protocol_then_gives(
+    tiny_cache, tiny_model, protocol
+):
     splits = [SliceCache(tiny_cache, split, tiny_model.modalities) for split in ("val", "test")]
     chosen = calibrate(tiny_model, splits, "cpu", refine=True)
-    refined = chosen["refined"]
-    assert set(refined["maps"]) == set(chosen["maps"])
-    assert chosen["protocol"] == (
-        "refined"
-        if refined["maps"]["fused_mean"]["dice"] > chosen["maps"]["fused_mean"]["dice"]
-        else "paper"
-    )
+    settings = chosen[protocol]
+    assert set(settings["maps"]) == set(chosen["maps"])
+    fused_mean = {p: chosen[p]["maps"]["fused_mean"]["dice"] for p in ("refined", "guided")}
+    fused_mean["paper"] = chosen["maps"]["fused_mean"]["dice"]
+    assert fused_mean[chosen["protocol"]] == max(fused_mean.values())
+    if protocol == "guided":
+        assert {s["guide"] for s in settings["maps"].values()} <= {"flair", "t2"}
     tiny_model.fusion_weights = chosen["fusion_weights"]
-    dices = {name: [] for name in refined["maps"]}
+    dices = {name: [] for name in settings["maps"]}
     for split in splits:
         for case_id in split.case_ids:
             images, truth = split.case_slices(case_id)
@@ -87,12 +90,13 @@ def test_refined_settings_score_on_validation_what_the_protocol_then_gives(tiny_
             result = run_to_end(cam_volume(tiny_model, volume, fusions=fusions))
             _, masks, _ = apply_protocol(
                 result,
-                "refined",
-                {"refined": refined},
+                protocol,
+                {protocol: settings},
                 split.case_spacing(case_id),
                 weights=tiny_model.fusion_weights,
+                images=volume,
             )
             for name in dices:
                 dices[name].append(dice(masks[name], truth))
-    for name, settings in refined["maps"].items():
-        assert settings["dice"] == pytest.approx(np.mean(dices[name]))
+    for name, map_settings in settings["maps"].items():
+        assert map_settings["dice"] == pytest.approx(np.mean(dices[name]))

@@ -225,3 +225,35 @@ def test_balanced_sampler_evens_out_the_classes_on_every_rank():
     ranks = [list(BalancedSampler(labels, seed=3, rank=r, world=3)) for r in range(3)]
     assert [len(r) for r in ranks] == [334] * 3 and ranks[0] != ranks[1]
     assert 0.45 < labels[np.concatenate(ranks)].mean() < 0.55
+
+
+def test_small_tumour_slices_leave_the_training_draw_by_area_in_mm2(tiny_cache):
+    from training.data import SliceCache
+
+    data = SliceCache(tiny_cache, "train", ["flair"])
+    areas = data.tumour_areas_mm2()
+    # 8 x 8 tumour pixels of 2 x 2 mm once cached (64 mm slices at 32 px)
+    assert set(areas[data.labels == 1]) == {256.0} and set(areas[data.labels == 0]) == {0.0}
+    assert data.drop_small_tumours(200.0) == 0 and len(data) == 32
+    assert data.drop_small_tumours(300.0) == 16
+    assert len(data) == 16 and not data.labels.any()
+    image, label = data[0]
+    assert image.shape == (1, 32, 32) and label == 0
+
+
+def test_init_starts_from_a_checkpoint_of_the_same_architecture_only(tmp_path):
+    from equicam.core.checkpoint import save_checkpoint
+    from equicam.core.model import ModelConfig, MultiModalCAM
+    from training.train import _initialise
+
+    config = ModelConfig(widths=(4, 8, 8, 8), input_size=32)
+    trained = MultiModalCAM(config)
+    path = save_checkpoint(tmp_path / "start.safetensors", trained, {"threshold": 0.5})
+    fresh = MultiModalCAM(config)
+    assert not torch.equal(fresh.nets["t1"].head.weight, trained.nets["t1"].head.weight)
+    _initialise(fresh, str(path))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    other = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 16), input_size=32))
+    with pytest.raises(ValueError, match="train.init="):
+        _initialise(other, str(path))

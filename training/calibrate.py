@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from equicam.core.evaluation import SWEEP
 from equicam.core.fusion import FUSIONS, fuse_weighted
@@ -33,6 +34,9 @@ THRESHOLDS = tuple(float(round(t, 2)) for t in np.arange(0.1, 0.81, 0.1))
 COMPONENTS = ((False, 0.0), (False, 500.0), (True, 0.0))  # (largest only, min size mm3)
 GROWS_MM = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 DICE_TOLERANCE = 0.005  # Dice this close to the best counts as a tie
+# The guided protocol's: sequences whose bright regions may outline the tumour, their z-scores.
+GUIDES = ("flair", "t2")
+GUIDE_ZS = tuple(float(round(z, 1)) for z in np.arange(0.6, 2.41, 0.2))
 
 
 def weight_grid(modalities, steps: int = WEIGHT_STEPS) -> list[dict[str, float]]:
@@ -55,7 +59,7 @@ def calibrate(
     The ``weighted`` fusion gets the weights (and threshold) of :func:`weight_grid` with the
     highest mean Dice; the grid holds the plain mean and each single modality, so on this
     split it is at least as good as either. ``refine`` adds :func:`calibrate_refined`, which
-    also looks at the tumour-free patients.
+    also looks at the tumour-free patients, and :func:`calibrate_guided`.
 
     Parameters
     ----------
@@ -72,12 +76,13 @@ def calibrate(
     -------
     dict
         ``{"maps": {name: {"threshold", "dice"}}, "fusion_weights": {modality: weight}}``;
-        fused maps are named ``fused_<fusion>``. With ``refine``, also ``refined`` (the
-        checkpoint entry of :mod:`equicam.core.refine`, each map with its validation ``dice``)
-        and ``protocol``: the one with the higher validation Dice of the fused mean.
+        fused maps are named ``fused_<fusion>``. With ``refine``, also ``refined`` and
+        ``guided`` (the checkpoint entries of :mod:`equicam.core.refine`, each map with its
+        validation ``dice``) and ``protocol``: the one with the highest validation Dice of the
+        fused mean.
     """
     splits = [data] if isinstance(data, SliceCache) else list(data)
-    cases = []
+    cases, scans = [], []
     for split in splits:
         for case_id in split.case_ids:
             images, masks = split.case_slices(case_id)
@@ -86,6 +91,7 @@ def calibrate(
             volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
             result = run_to_end(cam_volume(model, volume, device=device, fusions=tuple(FUSIONS)))
             cases.append((result, masks > 0, split.case_spacing(case_id)))
+            scans.append(volume)
     per_case = [(r, truth) for r, truth, _ in cases if truth.any()]
     if not per_case:
         return {"maps": {}, "fusion_weights": None}
@@ -103,9 +109,15 @@ def calibrate(
         for result, _, _ in cases:
             result.fused["weighted"] = fuse_weighted(result.maps, weights)
         chosen["refined"] = calibrate_refined(cases, weights)
-        paper = best.get("fused_mean", {"dice": 0.0})["dice"]
-        refined = chosen["refined"]["maps"].get("fused_mean", {"dice": 0.0})["dice"]
-        chosen["protocol"] = "refined" if refined > paper else "paper"
+        refinement = Refinement.from_dict(chosen["refined"])
+        guided = calibrate_guided(cases, scans, refinement, weights)
+        if guided["maps"]:
+            chosen["guided"] = guided
+        dices = {"paper": best.get("fused_mean", {"dice": 0.0})["dice"]}
+        for protocol in ("refined", "guided"):
+            if protocol in chosen:
+                dices[protocol] = chosen[protocol]["maps"].get("fused_mean", {"dice": 0.0})["dice"]
+        chosen["protocol"] = max(dices, key=dices.get)
     return chosen
 
 
@@ -199,9 +211,61 @@ def calibrate_refined(cases: list, weights: dict | None) -> dict:
     return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
 
 
+def calibrate_guided(
+    cases: list, scans: list, refinement: Refinement, weights: dict | None
+) -> dict:
+    """The ``guided`` protocol's settings with the best validation Dice.
+
+    The maps are those of ``refinement`` (the refined protocol's gate); per map, the search
+    runs over seed threshold x guide sequence (:data:`GUIDES` the scans hold) x guide z-score.
+    A bright region is kept when the map's maximum inside it reaches the threshold, which is
+    the same as the thresholded map touching it. Ties as in :func:`calibrate_refined`.
+
+    Parameters
+    ----------
+    cases
+        ``(CamResult, truth, spacing)`` of each validation patient, tumour-free ones included.
+    scans
+        Modality -> normalised volume ``(Z, Y, X)`` of each case, in the order of ``cases``.
+    refinement
+        The refined protocol's settings (its gate is used).
+    weights
+        Fusion weights of the ``weighted`` fusion.
+
+    Returns
+    -------
+    dict
+        The checkpoint's ``guided`` entry; empty ``maps`` when no scan holds a guide sequence.
+    """
+    guides = [g for g in GUIDES if all(g in scan for scan in scans)]
+    scores: dict = {}  # (map, threshold, guide, z) -> score of each case
+    for (result, truth, spacing), scan in zip(cases, scans, strict=True):
+        maps = refined_maps(result, spacing[0], refinement, weights)
+        for guide, z in itertools.product(guides, GUIDE_ZS):
+            labels, n = ndimage.label(result.brain & (scan[guide] >= z))
+            for name, volume in maps.items():
+                peak = np.zeros(n + 1)
+                if n:
+                    peak[1:] = ndimage.maximum(volume, labels, np.arange(1, n + 1))
+                for t in THRESHOLDS:
+                    keep = peak >= t
+                    keep[0] = False
+                    key = (name, t, guide, z)
+                    scores.setdefault(key, []).append(_case_score(keep[labels], truth, spacing))
+    chosen = {}
+    for (name, t, guide, z), per_case in scores.items():
+        settings = MaskSettings(t, guide=guide, guide_z=z)
+        chosen.setdefault(name, []).append((*_mean_scores(per_case), settings))
+    for name, candidates in chosen.items():
+        d, fp, settings = _pick(candidates)
+        chosen[name] = {**settings.to_dict(), "dice": d, "fp_cm3": fp}
+    return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
+
+
 def calibration_metadata(chosen: dict) -> dict:
     """The checkpoint metadata fields of a :func:`calibrate` result: per-map ``thresholds`` and
-    ``val_dice``, and with refinement the ``refined`` settings and the default ``protocol``."""
+    ``val_dice``, and with refinement the ``refined`` and ``guided`` settings and the default
+    ``protocol``."""
     meta = {
         "thresholds": {k: v["threshold"] for k, v in chosen["maps"].items()},
         "val_dice": {k: v["dice"] for k, v in chosen["maps"].items()},
@@ -209,6 +273,8 @@ def calibration_metadata(chosen: dict) -> dict:
     if "refined" in chosen:
         meta["refined"] = chosen["refined"]
         meta["protocol"] = chosen["protocol"]
+    if "guided" in chosen:
+        meta["guided"] = chosen["guided"]
     return meta
 
 
@@ -253,12 +319,15 @@ def main(argv=None) -> None:
     }
     path = save_checkpoint(args.out, model.cpu(), meta)
     refined = chosen["refined"]["maps"]
+    guided = chosen.get("guided", {}).get("maps", {})
     print(
         f"wrote {path}: fusion weights "
         + " ".join(f"{m} {w:.2f}" for m, w in chosen["fusion_weights"].items())
-        + "; val Dice paper / refined "
+        + "; val Dice paper / refined / guided "
         + " ".join(
-            f"{k} {v['dice']:.3f}/{refined[k]['dice']:.3f}" for k, v in chosen["maps"].items()
+            f"{k} {v['dice']:.3f}/{refined[k]['dice']:.3f}/"
+            + (f"{guided[k]['dice']:.3f}" if k in guided else "-")
+            for k, v in chosen["maps"].items()
         )
         + f"; default protocol {chosen['protocol']}"
     )

@@ -83,6 +83,29 @@ class SliceCache(Dataset):
         scale = max(shape[1], shape[2]) / self.size
         return float(z), float(y) * scale, float(x) * scale
 
+    def tumour_areas_mm2(self) -> np.ndarray:
+        """Tumour area of each slice of the split in mm2 (at the cache's resolution), ``(N,)``."""
+        masks = np.load(self.root / "masks.npy", mmap_mode="r")
+        pixels = np.array([np.count_nonzero(masks[row]) for row in self.indices], dtype=np.float64)
+        pixel_mm2 = np.empty_like(pixels)
+        for case, case_id in enumerate(self.meta["cases"]):
+            here = self.case_index == case
+            if here.any():
+                _, y, x = self.case_spacing(case_id)
+                pixel_mm2[here] = y * x
+        return pixels * pixel_mm2
+
+    def drop_small_tumours(self, min_mm2: float) -> int:
+        """Leave out the tumour slices whose tumour covers less than ``min_mm2``; returns how many.
+
+        Such a slice is labelled "tumour" although a classifier at the network's resolution
+        sees a few pixels of it at most: for the classifier it is label noise.
+        """
+        small = (self.labels == 1) & (self.tumour_areas_mm2() < min_mm2)
+        self.indices, self.case_index = self.indices[~small], self.case_index[~small]
+        self.labels = self.labels[~small]
+        return int(small.sum())
+
     def case_slices(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         """A case's cached slices ``(n, M, S, S)`` float32 and their masks ``(n, S, S)``."""
         case = self.meta["cases"].index(case_id)

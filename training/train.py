@@ -8,7 +8,10 @@ Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/c
 probability P per slice and sequence (0: none, the paper's setting);
 ``loss.cmer_reduction=sum`` makes CMER a per-sample cosine distance (``mean``: as published).
 With ``train.balanced=true``, ``train.epoch_slices=N`` draws N slices per epoch (0: as many as
-the training split holds).
+the training split holds). ``train.min_tumour_mm2=A`` leaves out of training the tumour slices
+with less than A mm2 of tumour (label noise at the network's resolution); validation keeps all.
+``train.init=CKPT`` starts from the networks of a checkpoint (path or bundled name) of the same
+architecture instead of random weights.
 A run folder receives ``checkpoint.safetensors`` (each modality's network from its best
 validation-accuracy epoch, with the threshold chosen on validation), ``metrics.jsonl``,
 ``curves.png`` and ``last_state.pt`` (to resume with ``train.resume=true``).
@@ -37,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from equicam.core.atomic import write_file
 from equicam.core.augment import IntensityAugment, augment_intensity
-from equicam.core.checkpoint import save_checkpoint
+from equicam.core.checkpoint import load_checkpoint, save_checkpoint
 from equicam.core.device import resolve_device, supports_bf16
 from equicam.core.errors import EquicamError
 from equicam.core.losses import TERMS, LossWeights, method_losses
@@ -86,6 +89,8 @@ DEFAULTS: dict = {
         "select": "accuracy",
         "augment": 0.0,
         "epoch_slices": 0,
+        "min_tumour_mm2": 0.0,
+        "init": "",
     },
 }
 
@@ -316,6 +321,19 @@ def _save_state(state: dict, handle) -> None:
     torch.save(state, handle)
 
 
+def _initialise(model: MultiModalCAM, spec: str) -> None:
+    """Start from the networks of checkpoint ``spec`` (a path or a bundled name).
+
+    Raises ValueError when its architecture is not this run's.
+    """
+    trained, _ = load_checkpoint(spec)
+    if trained.config != model.config:
+        raise ValueError(
+            f"train.init={spec}: its networks are {trained.config}, this run's {model.config}"
+        )
+    model.load_state_dict(trained.state_dict())
+
+
 def _load_state(path: Path, model_config: ModelConfig, device: str) -> dict:
     """Read ``last_state.pt`` for a resume, refusing one that cannot continue this run.
 
@@ -373,8 +391,17 @@ def train(config: dict) -> Path:
     weights = LossWeights(**config["loss"])
     train_data = SliceCache(config["data"]["cache"], "train", model_cfg.modalities)
     val_data = SliceCache(config["data"]["cache"], "val", model_cfg.modalities)
+    if cfg["min_tumour_mm2"]:
+        dropped = train_data.drop_small_tumours(float(cfg["min_tumour_mm2"]))
+        if rank == 0:
+            print(
+                f"left out {dropped} training slices under {cfg['min_tumour_mm2']} mm2 of tumour"
+            )
+    model = MultiModalCAM(model_cfg)
+    if cfg["init"]:
+        _initialise(model, cfg["init"])
     # channels-last lets oneDNN (CPU) and cuDNN pick their fast convolution kernels.
-    model = MultiModalCAM(model_cfg).to(device, memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
     use_cuda = device.startswith("cuda")
     amp = bool(cfg["amp"]) and supports_bf16(device)
     pair = PairForward(model)

@@ -14,7 +14,7 @@ from pathlib import Path
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
 METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
-PROTOCOLS = ("paper", "refined")
+PROTOCOLS = ("paper", "refined", "guided")
 FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
 BUNDLED = ("equivariant", "baseline")
 
@@ -195,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--protocol",
             choices=PROTOCOLS,
             default=None,
-            help="post-processing: paper (per-slice min-max, classifier gating, threshold) or "
-            "refined (per-volume normalisation, z-smoothed gate, components, growth in mm); "
+            help="post-processing: paper (per-slice min-max, classifier gating, threshold), "
+            "refined (per-volume normalisation, z-smoothed gate, components, growth in mm) or "
+            "guided (refined maps as seeds of the bright regions of one sequence, FLAIR say); "
             "default: the checkpoint's, the one that measured best on its validation patients",
         )
         if name == "evaluate":

@@ -16,7 +16,7 @@ from equicam.core.brats import CaseError, load_case
 from equicam.core.cam_output import cam_case
 from equicam.core.checkpoint import save_checkpoint
 from equicam.core.errors import EquicamError
-from equicam.core.evaluation import case_maps, evaluate
+from equicam.core.evaluation import case_maps, evaluate, normalised_images
 from equicam.core.inference import run_to_end
 from equicam.core.metrics import assd, dice, hd95
 from equicam.core.model import ModelConfig, MultiModalCAM
@@ -517,6 +517,37 @@ def test_the_refined_protocol_is_the_checkpoints_default_and_recorded(synthetic_
     )
     assert paper["protocol"] == "paper"
     assert paper["protocol_settings"] == {"thresholds": dict.fromkeys(MAPS, 0.4)}
+
+
+def test_guided_masks_are_bright_flair_regions_in_files_and_scores_alike(
+    synthetic_cases, tmp_path
+):
+    settings = {"threshold": 0.3, "guide": "flair", "guide_z": 1.0}
+    guided = {"z_sigma_mm": 0.0, "gate": 0.5, "maps": dict.fromkeys(MAPS, settings)}
+    path = save_checkpoint(
+        tmp_path / "guided.safetensors", _tiny_model(), {"threshold": 0.4, "guided": guided}
+    )
+    case = synthetic_cases / "BraTS2021_00006"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / case.name).symlink_to(case)
+    results = evaluate(
+        data, path, tmp_path / "eval", device="cpu", protocol="guided", log=lambda line: None
+    )
+    assert results["protocol"] == "guided"
+    cam_case(case, path, tmp_path / "cam", device="cpu", protocol="guided")
+    written = tmp_path / "cam" / case.name
+    assert json.loads((written / "cam.json").read_text())["protocol"] == "guided"
+    loaded = load_case(case)
+    flair = normalised_images(loaded, ["flair"])["flair"]
+    for name in ("t1", "fused_mean"):
+        mask = loaded.geometry.to_display(
+            np.asarray(nib.load(written / f"mask-{name}.nii.gz").dataobj)
+        ).astype(bool)
+        assert mask.any() and (flair[mask] >= 1.0).all()
+        assert results["per_case"][case.name][name]["dice"] == pytest.approx(
+            dice(mask, loaded.whole_tumour)
+        )
 
 
 def test_refined_on_a_checkpoint_without_its_settings_is_a_clear_error(

@@ -137,3 +137,32 @@ def test_a_checkpoint_without_refined_settings_is_a_clear_error():
     refinement = Refinement.from_dict({"z_sigma_mm": 0, "gate": 0.5, "maps": {}})
     with pytest.raises(ValueError, match="no calibrated settings for map 'flair'"):
         refinement.mask_settings("flair")
+
+
+def test_the_guided_mask_is_the_bright_region_its_seed_touches_and_nothing_else():
+    raw = np.zeros((6, 16, 16), np.float32)
+    raw[2:4, 4:6, 4:6] = 1.0  # the CAM peaks inside the lesion
+    flair = np.zeros((6, 16, 16), np.float32)
+    flair[1:5, 2:9, 2:9] = 2.5  # the lesion, larger than the CAM's peak
+    flair[1:4, 12:15, 12:15] = 3.0  # a bright mimic the CAM never touches
+    result = _result({"flair": raw}, {"flair": np.array([0, 0, 0.9, 0.9, 0, 0])})
+    settings = MaskSettings(0.5, guide="flair", guide_z=1.5)
+    meta = {"guided": Refinement(0.0, 0.5, {"flair": settings, "fused_mean": settings}).to_dict()}
+    _, masks, used = apply_protocol(result, "guided", meta, SPACING, images={"flair": flair})
+    assert np.array_equal(masks["flair"].astype(bool), flair == 2.5)
+    assert used["maps"]["flair"]["guide"] == "flair" and used["maps"]["flair"]["guide_z"] == 1.5
+    # A threshold above the map's peak seeds nothing, so the mask is empty.
+    _, none, _ = apply_protocol(
+        result, "guided", meta, SPACING, threshold=1.5, images={"flair": flair}
+    )
+    assert not none["flair"].any()
+    with pytest.raises(ValueError, match="needs the case's flair scan"):
+        apply_protocol(result, "guided", meta, SPACING)
+    with pytest.raises(ValueError, match="no calibrated settings for the guided protocol"):
+        apply_protocol(result, "guided", {"refined": meta["guided"]}, SPACING)
+    assert MaskSettings(0.5).to_dict().keys() == {
+        "threshold",
+        "largest_only",
+        "min_component_mm3",
+        "grow_mm",
+    }

@@ -25,12 +25,13 @@ from pathlib import Path
 from equicam.core.atomic import new_folder, write_json
 from equicam.core.brats import CaseWarning, load_case, save_volume
 from equicam.core.evaluation import (
+    CAM_FUSIONS,
     _check_threshold,
     _load_model,
     _protocol,
     _thresholds_of,
     _versions,
-    case_maps,
+    normalised_images,
 )
 from equicam.core.refine import apply_protocol
 
@@ -101,7 +102,7 @@ def cam_case(
         the checkpoint and the case share and for ``fused_<fusion>``, in the case's geometry,
         then ``cam.json``.
     """
-    from equicam.core.inference import resolve_precision, run_to_end
+    from equicam.core.inference import cam_volume, resolve_precision, run_to_end
 
     if threshold is not None:
         _check_threshold(threshold)
@@ -109,9 +110,19 @@ def cam_case(
     protocol = _protocol(meta, protocol, source)
     precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
-    result = run_to_end(case_maps(case, model, method=method, device=device, precision=precision))
+    images = normalised_images(case, model.modalities)
+    result = run_to_end(
+        cam_volume(
+            model,
+            images,
+            method=method,
+            device=device,
+            fusions=CAM_FUSIONS,
+            precision=precision,
+        )
+    )
     maps, masks, settings = apply_protocol(
-        result, protocol, meta, case.spacing, threshold, model.fusion_weights
+        result, protocol, meta, case.spacing, threshold, model.fusion_weights, images
     )
     wanted = Path(out_dir) / case.case_id
     out = new_folder(wanted)

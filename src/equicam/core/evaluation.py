@@ -30,6 +30,7 @@ from equicam.core.scoring import cohort, plot_sweep, results_table, score_maps
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.1))
 DEFAULT_THRESHOLD = 0.5
+CAM_FUSIONS = ("mean", "max", "weighted")  # what `equicam cam` writes (evaluate adds geometric)
 
 
 def case_maps(
@@ -38,18 +39,27 @@ def case_maps(
     *,
     method: str,
     device: str,
-    fusions=("mean", "max", "weighted"),
+    fusions=CAM_FUSIONS,
     precision: str = "auto",
 ):
     """Normalise a loaded case and return the generator of its maps (see ``cam_volume``)."""
     from equicam.core.inference import cam_volume
 
-    images = {m: case.images[m] for m in model.modalities if m in case.images}
-    brain = brain_mask(images)
-    normalised = {m: normalise_volume(v, brain) for m, v in images.items()}
     return cam_volume(
-        model, normalised, method=method, device=device, fusions=fusions, precision=precision
+        model,
+        normalised_images(case, model.modalities),
+        method=method,
+        device=device,
+        fusions=fusions,
+        precision=precision,
     )
+
+
+def normalised_images(case, modalities) -> dict:
+    """Modality -> the case's volume normalised as the networks see it (for ``modalities``)."""
+    images = {m: case.images[m] for m in modalities if m in case.images}
+    brain = brain_mask(images)
+    return {m: normalise_volume(v, brain) for m, v in images.items()}
 
 
 def _versions() -> dict:
@@ -99,8 +109,8 @@ def chosen_thresholds(meta: dict, threshold: float | None, names) -> dict[str, f
 def _protocol(meta: dict, protocol: str | None, source) -> str:
     """The protocol to run: ``protocol`` or the checkpoint's default; refined needs settings."""
     protocol = default_protocol(meta) if protocol is None else check_protocol(protocol)
-    if protocol == "refined":
-        refinement_of(meta, str(source))
+    if protocol != "paper":
+        refinement_of(meta, str(source), protocol)
     return protocol
 
 
@@ -136,14 +146,15 @@ def _distributed() -> tuple[int, int, int, bool]:
 def _score_case(files, model, meta, device: str, settings: dict) -> dict:
     """The record of one case (see :func:`~equicam.core.scoring.score_maps`), or
     ``{"case", "failed"}`` with the reason when anything stops it."""
-    from equicam.core.inference import run_to_end
+    from equicam.core.inference import cam_volume, run_to_end
 
     try:
         case = load_case(files, [m for m in model.modalities if m in files.images])
+        images = normalised_images(case, model.modalities)
         result = run_to_end(
-            case_maps(
-                case,
+            cam_volume(
                 model,
+                images,
                 method=settings["method"],
                 device=device,
                 fusions=settings["fusions"],
@@ -157,6 +168,7 @@ def _score_case(files, model, meta, device: str, settings: dict) -> dict:
             case.spacing,
             settings["threshold"],
             model.fusion_weights,
+            images,
         )
         thresholds = _thresholds_of(used)
         record = score_maps(maps, case.whole_tumour, case.spacing, thresholds, settings["sweep"])

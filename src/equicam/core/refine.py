@@ -1,6 +1,6 @@
 """Post-processing protocols: from a volume's CAMs to its maps and pseudo-masks.
 
-Two named protocols, recorded with every result:
+Three named protocols, recorded with every result:
 
 ``paper``
     The method's evaluation protocol, unchanged: per-slice ReLU and min-max, classifier gating
@@ -13,12 +13,18 @@ Two named protocols, recorded with every result:
     paper protocol. A map's mask is then its threshold, connected components filtered (only
     the largest, or those of at least ``min_component_mm3``), grown by ``grow_mm`` inside the
     brain.
+``guided``
+    Ours. The maps of ``refined``; a map's threshold gives the seed, and the mask is every
+    connected region of one sequence's bright voxels (z-score within the brain of at least
+    ``guide_z``, on ``guide``, FLAIR for instance) that the seed touches: the CAM says where the
+    tumour is, the scan where it ends. It needs the case's normalised scans.
 
-Every setting of ``refined`` is chosen on validation patients (``training.calibrate``) and kept
-in the checkpoint metadata under ``refined``::
+Every setting of ``refined`` and ``guided`` is chosen on validation patients
+(``training.calibrate``) and kept in the checkpoint metadata under the protocol's name::
 
     {"z_sigma_mm": float, "gate": float,
-     "maps": {name: {"threshold", "largest_only", "min_component_mm3", "grow_mm"}}}
+     "maps": {name: {"threshold", "largest_only", "min_component_mm3", "grow_mm",
+                     "guide", "guide_z"}}}
 """
 
 from __future__ import annotations
@@ -32,39 +38,50 @@ from scipy import ndimage
 from equicam.core.fusion import fuse
 from equicam.core.mask_edit import grow, largest_component, remove_small_components
 
-PROTOCOLS = ("paper", "refined")
+PROTOCOLS = ("paper", "refined", "guided")
 
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """How one map of the ``refined`` protocol becomes a mask."""
+    """How one map of the ``refined`` or ``guided`` protocol becomes a mask.
+
+    ``guide`` (a sequence name; empty for ``refined``) and ``guide_z`` replace the component
+    filter and growth by the bright regions of that sequence that the thresholded map touches.
+    """
 
     threshold: float = 0.5
     largest_only: bool = False
     min_component_mm3: float = 0.0
     grow_mm: float = 0.0
+    guide: str = ""
+    guide_z: float = 0.0
 
     def to_dict(self) -> dict:
-        """JSON-able form, as stored in the checkpoint."""
-        return asdict(self)
+        """JSON-able form, as stored in the checkpoint (no guide fields without a guide)."""
+        data = asdict(self)
+        if not self.guide:
+            del data["guide"], data["guide_z"]
+        return data
 
 
 @dataclass(frozen=True)
 class Refinement:
-    """The settings of the ``refined`` protocol: the gate, and each map's mask settings."""
+    """The settings of the ``refined`` or ``guided`` protocol: the gate, and each map's mask
+    settings."""
 
     z_sigma_mm: float = 0.0
     gate: float = 0.5
     maps: Mapping[str, MaskSettings] | None = None
 
     def to_dict(self) -> dict:
-        """JSON-able form, as stored in the checkpoint under ``refined``."""
+        """JSON-able form, as stored in the checkpoint under the protocol's name."""
         maps = {k: v.to_dict() for k, v in (self.maps or {}).items()}
         return {"z_sigma_mm": self.z_sigma_mm, "gate": self.gate, "maps": maps}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Refinement:
-        """Read the checkpoint's ``refined`` entry; raises ValueError when it is malformed.
+        """Read the checkpoint's ``refined`` or ``guided`` entry; raises ValueError when it is
+        malformed.
 
         Each map's entry needs a ``threshold``; keys other than the settings (validation
         scores) are ignored.
@@ -89,21 +106,23 @@ class Refinement:
         return self.maps[name]
 
 
-def refinement_of(meta: Mapping, source: str = "the checkpoint") -> Refinement:
-    """The calibrated ``refined`` settings of a checkpoint's metadata.
+def refinement_of(
+    meta: Mapping, source: str = "the checkpoint", protocol: str = "refined"
+) -> Refinement:
+    """The calibrated settings of the ``refined`` (or ``guided``) protocol of a checkpoint.
 
     Raises
     ------
     ValueError
         When the checkpoint has none (calibrated before the protocol existed).
     """
-    if "refined" not in meta:
+    if protocol not in meta:
         raise ValueError(
-            f"{source} has no calibrated settings for the refined protocol; add them with "
+            f"{source} has no calibrated settings for the {protocol} protocol; add them with "
             "`python -m training.calibrate CHECKPOINT --cache CACHE --out NEW.safetensors` "
             "or use --protocol paper"
         )
-    return Refinement.from_dict(meta["refined"])
+    return Refinement.from_dict(meta[protocol])
 
 
 def default_protocol(meta: Mapping) -> str:
@@ -165,11 +184,30 @@ def refined_maps(
     return {**maps, **fused}
 
 
+def touching_regions(seed: np.ndarray, bright: np.ndarray) -> np.ndarray:
+    """The connected regions of ``bright`` (bool, face connectivity) that ``seed`` touches."""
+    labels, _ = ndimage.label(bright)
+    hit = np.zeros(labels.max() + 1, dtype=bool)
+    hit[labels[seed & bright]] = True
+    hit[0] = False
+    return hit[labels]
+
+
 def refined_mask(
-    volume: np.ndarray, brain: np.ndarray, spacing: Sequence[float], settings: MaskSettings
+    volume: np.ndarray,
+    brain: np.ndarray,
+    spacing: Sequence[float],
+    settings: MaskSettings,
+    images: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """A refined map's mask (bool): threshold, components, growth inside the brain."""
+    """A refined map's mask (bool): threshold, components, growth inside the brain; with a
+    ``guide``, the bright regions of that sequence (in ``images``, normalised) the threshold
+    touches."""
     mask = volume >= settings.threshold
+    if settings.guide:
+        if images is None or settings.guide not in images:
+            raise ValueError(f"the guided protocol needs the case's {settings.guide} scan")
+        return touching_regions(mask, brain & (images[settings.guide] >= settings.guide_z))
     if settings.largest_only:
         mask = largest_component(mask)
     elif settings.min_component_mm3 > 0:
@@ -186,6 +224,7 @@ def apply_protocol(
     spacing: Sequence[float],
     threshold: float | None = None,
     weights: Mapping[str, float] | None = None,
+    images: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """Maps, masks and the settings used, for one volume under a protocol.
 
@@ -194,7 +233,7 @@ def apply_protocol(
     result
         A :class:`~equicam.core.inference.CamResult` of a whole volume.
     protocol
-        ``paper`` or ``refined``.
+        ``paper``, ``refined`` or ``guided``.
     meta
         The checkpoint's metadata (thresholds, ``refined`` settings).
     spacing
@@ -203,12 +242,15 @@ def apply_protocol(
         Overrides every map's threshold (the rest of the protocol stays).
     weights
         Fusion weights of the ``weighted`` fusion (the model's).
+    images
+        Modality -> the case's volume as :func:`~equicam.core.preprocess.normalise_volume`
+        gives it; the ``guided`` protocol needs its guide sequence.
 
     Returns
     -------
     (maps, masks, settings)
         Map name -> float32 map; map name -> uint8 mask; the JSON-able settings applied
-        (``thresholds`` for ``paper``, the ``refined`` entry for ``refined``).
+        (``thresholds`` for ``paper``, the protocol's entry for the others).
     """
     from equicam.core.evaluation import chosen_thresholds
 
@@ -217,7 +259,7 @@ def apply_protocol(
         maps = result.all_maps()
         thresholds = chosen_thresholds(meta, threshold, maps)
         return maps, result.masks(thresholds), {"thresholds": thresholds}
-    refinement = refinement_of(meta)
+    refinement = refinement_of(meta, protocol=protocol)
     maps = refined_maps(result, spacing[0], refinement, weights)
     used, masks = {}, {}
     for name, volume in maps.items():
@@ -225,6 +267,7 @@ def apply_protocol(
         if threshold is not None:
             settings = MaskSettings(**{**settings.to_dict(), "threshold": float(threshold)})
         used[name] = settings.to_dict()
-        masks[name] = refined_mask(volume, result.brain, spacing, settings).astype(np.uint8)
+        mask = refined_mask(volume, result.brain, spacing, settings, images)
+        masks[name] = mask.astype(np.uint8)
     settings = {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": used}
     return maps, masks, settings
