@@ -85,7 +85,7 @@ class SliceCache(Dataset):
 
     def tumour_areas_mm2(self) -> np.ndarray:
         """Tumour area of each slice of the split in mm2 (at the cache's resolution), ``(N,)``."""
-        masks = np.load(self.root / "masks.npy", mmap_mode="r")
+        masks = _load_array(self.root / "masks.npy", mmap_mode="r")
         pixels = np.array([np.count_nonzero(masks[row]) for row in self.indices], dtype=np.float64)
         pixel_mm2 = np.empty_like(pixels)
         for case, case_id in enumerate(self.meta["cases"]):

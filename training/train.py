@@ -324,12 +324,14 @@ def _save_state(state: dict, handle) -> None:
 def _initialise(model: MultiModalCAM, spec: str) -> None:
     """Start from the networks of checkpoint ``spec`` (a path or a bundled name).
 
-    Raises ValueError when its architecture is not this run's.
+    Raises EquicamError when its architecture is not this run's.
     """
     trained, _ = load_checkpoint(spec)
     if trained.config != model.config:
-        raise ValueError(
-            f"train.init={spec}: its networks are {trained.config}, this run's {model.config}"
+        raise EquicamError(
+            spec,
+            f"cannot start train.init= from it: its networks are {trained.config}, "
+            f"not {model.config}",
         )
     model.load_state_dict(trained.state_dict())
 
