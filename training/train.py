@@ -158,7 +158,7 @@ def _read_toml(path: Path) -> dict:
 def parse_override(text: str) -> dict:
     """``a.b=value`` -> ``{"a": {"b": value}}``; the value is read as TOML, else a string."""
     if "=" not in text:
-        raise EquicamError(text, "an override must be key=value")
+        raise EquicamError(text, "not key=value (e.g. train.epochs=2)")
     key, raw = text.split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
