@@ -6,8 +6,9 @@
 
 ``--test`` holds cases of a family no network trained on (``equicam synth --family
 clinical-3T``), ``--val``/``--cache`` the training family's cases and their splits. Each
-``NAME=CHECKPOINT`` is evaluated with ``equicam evaluate``'s own function (the threshold of each
-map is the one its training chose on validation); the ``baseline`` checkpoint is also evaluated
+``NAME[@PROTOCOL]=CHECKPOINT`` is evaluated with ``equicam evaluate``'s own function under that
+post-processing protocol (default: the checkpoint's; every threshold and setting is the one its
+calibration chose on validation); the ``baseline`` checkpoint is also evaluated
 with Grad-CAM and Grad-CAM++ (``--no-gradcam`` skips them). The anchor is the best single
 intensity threshold on one modality: each modality z-scored inside the brain per case, one
 modality, direction and threshold chosen on the validation patients (the ``val`` split of
@@ -186,9 +187,13 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="reuse the cases each row's folder already holds"
     )
-    parser.add_argument("checkpoints", nargs="+", metavar="NAME=CHECKPOINT")
+    parser.add_argument("checkpoints", nargs="+", metavar="NAME[@PROTOCOL]=CHECKPOINT")
     args = parser.parse_args()
-    checkpoints = dict(item.split("=", 1) for item in args.checkpoints)
+    checkpoints, protocols = {}, {}
+    for item in args.checkpoints:
+        key, path = item.split("=", 1)
+        protocols[key] = key.partition("@")[2]
+        checkpoints[key] = path
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.node()} {platform.machine()}")
 
@@ -198,7 +203,7 @@ def main() -> None:
         jobs[1:1] = [("baseline", "gradcam"), ("baseline", "gradcampp")]
     for name, method in jobs:
         start = time.perf_counter()
-        folder = args.out / f"{name}_{method}"
+        folder = args.out / f"{name.replace('@', '_')}_{method}"
         results = evaluate(
             args.test,
             checkpoints[name],
@@ -209,12 +214,13 @@ def main() -> None:
             workers=args.workers,
             resume=args.resume,
             log=lambda _: None,
+            protocol=protocols[name] or None,
         )
         meta = read_metadata(resolve_checkpoint(checkpoints[name]))
         model = meta["model"]
         setting = (
             f"{model['input_size']} px, widths {model['widths'][0]}-{model['widths'][-1]}, "
-            f"{meta.get('epochs', '?')} epochs"
+            f"{meta.get('epochs', '?')} epochs, {results['protocol']} protocol"
         )
         rows.append((f"{name}, {METHOD_LABELS[method]} ({setting})", results))
         weighted = results["summary"].get("fused_weighted", {}).get("dice_mean", float("nan"))
