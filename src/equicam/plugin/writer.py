@@ -15,6 +15,7 @@ import numpy as np
 from equicam.core.atomic import numbered
 from equicam.core.brats import CaseError, save_volume
 from equicam.core.errors import EquicamError
+from equicam.plugin.reader import prefer_for_masks
 from equicam.plugin.sample_data import user_mask_folder
 
 
@@ -52,6 +53,7 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
         )
     except EquicamError as error:
         raise OSError(str(error)) from error
+    prefer_for_masks()
     return [str(written)]
 
 
@@ -105,4 +107,5 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
         candidate = numbered(path, number)
     written = save_volume(labels, info["geometry"], candidate, protect=info["inputs"], replace=own)
     info["saved_file"] = str(written)
+    prefer_for_masks()
     return written
