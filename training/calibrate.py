@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -333,4 +334,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from equicam.cli import run_module
+
+    sys.exit(run_module("training.calibrate", main))

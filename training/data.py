@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from equicam.core.errors import EquicamError
+
 
 class SliceCache(Dataset):
     """Slices of one split: ``(images (M, S, S) float32, label long)``.
@@ -25,26 +27,41 @@ class SliceCache(Dataset):
 
     def __init__(self, cache: str | Path, split: str, modalities) -> None:
         self.root = Path(cache)
-        meta_path = self.root / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"{meta_path}: no slice cache here; run `equicam prepare` first"
-            )
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = _read_meta(self.root)
         missing = [m for m in modalities if m not in self.meta["modalities"]]
         if missing:
-            raise ValueError(f"{self.root}: the cache has no {', '.join(missing)}")
+            raise EquicamError(self.root, f"the cache has no {', '.join(missing)}")
         self.channels = [self.meta["modalities"].index(m) for m in modalities]
         self.modalities = list(modalities)
-        ids = (self.root / "splits" / f"{split}.txt").read_text().split()
+        split_path = self.root / "splits" / f"{split}.txt"
+        try:
+            ids = split_path.read_text().split()
+        except (OSError, UnicodeDecodeError) as error:
+            raise EquicamError(split_path, f"cannot read the {split} split ({error})") from None
+        unknown = [i for i in ids if i not in self.meta["cases"]]
+        if unknown:
+            raise EquicamError(split_path, f"names cases meta.json does not hold: {unknown[:3]}")
         self.case_ids = ids
         wanted = np.array([self.meta["cases"].index(i) for i in ids], dtype=np.int32)
-        case_index = np.load(self.root / "case_index.npy")
+        case_index = _load_array(self.root / "case_index.npy")
+        labels = _load_array(self.root / "labels.npy")
+        self.images = _load_array(self.root / "images.npy", mmap_mode="r")
+        rows = len(case_index)
+        for name, array in (("labels.npy", labels), ("images.npy", self.images)):
+            if array.ndim < 1 or len(array) != rows:
+                raise EquicamError(
+                    self.root / name, f"holds {array.shape[:1]} rows, case_index.npy {rows}"
+                )
+        self.size = int(self.meta["size"])
+        if self.images.shape[1:] != (len(self.meta["modalities"]), self.size, self.size):
+            raise EquicamError(
+                self.root / "images.npy",
+                f"slices of shape {self.images.shape[1:]}, meta.json says "
+                f"{len(self.meta['modalities'])} x {self.size} x {self.size}",
+            )
         self.indices = np.flatnonzero(np.isin(case_index, wanted))
         self.case_index = case_index[self.indices]
-        self.labels = np.load(self.root / "labels.npy")[self.indices]
-        self.images = np.load(self.root / "images.npy", mmap_mode="r")
-        self.size = int(self.meta["size"])
+        self.labels = labels[self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -68,7 +85,7 @@ class SliceCache(Dataset):
 
     def tumour_areas_mm2(self) -> np.ndarray:
         """Tumour area of each slice of the split in mm2 (at the cache's resolution), ``(N,)``."""
-        masks = np.load(self.root / "masks.npy", mmap_mode="r")
+        masks = _load_array(self.root / "masks.npy", mmap_mode="r")
         pixels = np.array([np.count_nonzero(masks[row]) for row in self.indices], dtype=np.float64)
         pixel_mm2 = np.empty_like(pixels)
         for case, case_id in enumerate(self.meta["cases"]):
@@ -94,8 +111,40 @@ class SliceCache(Dataset):
         case = self.meta["cases"].index(case_id)
         rows = self.indices[self.case_index == case]
         images = self.images[rows][:, self.channels].astype(np.float32)
-        masks = np.load(self.root / "masks.npy", mmap_mode="r")[rows]
+        masks = _load_array(self.root / "masks.npy", mmap_mode="r")[rows]
         return images, np.asarray(masks)
+
+
+_META_KEYS = {"modalities": list, "cases": list, "size": int}
+
+
+def _read_meta(root: Path) -> dict:
+    """``meta.json`` of a cache, refused by name when missing, corrupt or incomplete."""
+    path = root / "meta.json"
+    if not path.is_file():
+        raise EquicamError(path, "no slice cache here; run `equicam prepare` first")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EquicamError(path, f"corrupt cache metadata ({error})") from None
+    if not isinstance(meta, dict):
+        raise EquicamError(path, "corrupt cache metadata (not a JSON object)")
+    for key, kind in _META_KEYS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise EquicamError(
+                path, f"corrupt cache metadata ('{key}' missing or not a {kind.__name__})"
+            )
+    return meta
+
+
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """One ``.npy`` array of a cache, refused by name when missing or unreadable."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise EquicamError(path, "missing from the slice cache; prepare it again") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise EquicamError(path, f"corrupt or truncated array ({error})") from None
 
 
 class BalancedSampler(Sampler[int]):

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import tomllib
 from dataclasses import replace
@@ -41,6 +42,7 @@ from equicam.core.atomic import write_file
 from equicam.core.augment import IntensityAugment, augment_intensity
 from equicam.core.checkpoint import load_checkpoint, save_checkpoint
 from equicam.core.device import resolve_device, supports_bf16
+from equicam.core.errors import EquicamError
 from equicam.core.losses import TERMS, LossWeights, method_losses
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.preprocess import NORMALISATION, to_input
@@ -93,25 +95,57 @@ DEFAULTS: dict = {
 }
 
 
-def _merge(base: dict, update: dict, where: str = "") -> dict:
+def _merge(base: dict, update: dict, source: str | Path, where: str = "") -> dict:
+    """``update`` over ``base``; a key or a type that ``base`` does not know is refused."""
     out = dict(base)
     for key, value in update.items():
+        name = f"{where}{key}"
         if key not in base:
-            raise ValueError(f"unknown config key '{where}{key}'")
+            raise EquicamError(source, f"unknown config key '{name}'")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
-                raise ValueError(f"config key '{where}{key}' must be a table")
-            out[key] = _merge(base[key], value, f"{where}{key}.")
+                raise EquicamError(source, f"config key '{name}' must be a table")
+            out[key] = _merge(base[key], value, source, f"{name}.")
         else:
-            out[key] = value
+            out[key] = _checked(value, base[key], name, source)
     return out
 
 
+def _checked(value, default, name: str, source: str | Path):
+    """``value`` if it has the type of ``default`` (an integer is a number too)."""
+    kind = type(default)
+    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not fits:
+        raise EquicamError(
+            source,
+            f"config key '{name}' must be {_KIND_NAMES[kind]}, got {value!r}",
+        )
+    return value
+
+
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+}
+
+
 def _read_toml(path: Path) -> dict:
-    data = tomllib.loads(path.read_text())
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise EquicamError(path, f"not a valid TOML config ({error})") from None
+    except UnicodeDecodeError:
+        raise EquicamError(path, "not a text file; give a TOML config") from None
     parent = data.pop("base", None)
     if parent is None:
         return data
+    if not isinstance(parent, str):
+        raise EquicamError(path, f"'base' must name a config file, got {parent!r}")
     merged = _read_toml(path.parent / parent)
     for key, value in data.items():
         if isinstance(value, dict):
@@ -124,7 +158,7 @@ def _read_toml(path: Path) -> dict:
 def parse_override(text: str) -> dict:
     """``a.b=value`` -> ``{"a": {"b": value}}``; the value is read as TOML, else a string."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} is not key=value")
+        raise EquicamError(text, "not key=value (e.g. train.epochs=2)")
     key, raw = text.split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -136,10 +170,17 @@ def parse_override(text: str) -> dict:
 
 
 def load_config(path: str | Path, overrides=()) -> dict:
-    """A config file (with its ``base`` chain) over :data:`DEFAULTS`, then the overrides."""
-    config = _merge(DEFAULTS, _read_toml(Path(path)))
+    """A config file (with its ``base`` chain) over :data:`DEFAULTS`, then the overrides.
+
+    Raises
+    ------
+    EquicamError
+        Naming the file (or the override) for invalid TOML, an unknown key or a value of the
+        wrong type.
+    """
+    config = _merge(DEFAULTS, _read_toml(Path(path)), path)
     for text in overrides:
-        config = _merge(config, parse_override(text))
+        config = _merge(config, parse_override(text), f"override {text}")
     return config
 
 
@@ -283,12 +324,14 @@ def _save_state(state: dict, handle) -> None:
 def _initialise(model: MultiModalCAM, spec: str) -> None:
     """Start from the networks of checkpoint ``spec`` (a path or a bundled name).
 
-    Raises ValueError when its architecture is not this run's.
+    Raises EquicamError when its architecture is not this run's.
     """
     trained, _ = load_checkpoint(spec)
     if trained.config != model.config:
-        raise ValueError(
-            f"train.init={spec}: its networks are {trained.config}, this run's {model.config}"
+        raise EquicamError(
+            spec,
+            f"cannot start train.init= from it: its networks are {trained.config}, "
+            f"not {model.config}",
         )
     model.load_state_dict(trained.state_dict())
 
@@ -298,28 +341,31 @@ def _load_state(path: Path, model_config: ModelConfig, device: str) -> dict:
 
     Raises
     ------
-    ValueError
+    EquicamError
         Naming the file, when it was written by an older version of this module or for other
         networks (modalities, widths, input size or normalisation) than ``model_config``.
     """
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # noqa: BLE001 - a truncated file, a pickle with code, ...
-        raise ValueError(
-            f"{path}: cannot resume, not a training state this module wrote "
-            f"({type(error).__name__}); start afresh with train.resume=false"
+        raise EquicamError(
+            path,
+            "cannot resume, not a training state this module wrote "
+            f"({type(error).__name__}); start afresh with train.resume=false",
         ) from None
     missing = [key for key in _STATE_KEYS if key not in state]
     if missing:
-        raise ValueError(
-            f"{path}: cannot resume, the file was written by an older version of the training "
-            f"module (no {', '.join(missing)}); start afresh with train.resume=false"
+        raise EquicamError(
+            path,
+            "cannot resume, the file was written by an older version of the training "
+            f"module (no {', '.join(missing)}); start afresh with train.resume=false",
         )
     saved = ModelConfig.from_dict(json.loads(state["model_config"]))
     if saved != model_config:
-        raise ValueError(
-            f"{path}: cannot resume, it holds networks for model config {saved}, "
-            f"not {model_config}; start afresh with train.resume=false or another train.run_dir"
+        raise EquicamError(
+            path,
+            "cannot resume, it holds networks for model config {saved}, "
+            f"not {model_config}; start afresh with train.resume=false or another train.run_dir",
         )
     return state
 
@@ -386,6 +432,9 @@ def train(config: dict) -> Path:
         history = json.loads(state["history"])
         if rank == 0:
             print(f"resumed after epoch {start}")
+            # the log holds the state's epochs: a kill may fall between writing one and the other
+            rows = "".join(json.dumps(record) + "\n" for record in history)
+            write_file(run_dir / "metrics.jsonl", rows, replace=True)
     elif rank == 0:  # a fresh run replaces an earlier run's log instead of appending to it
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
@@ -550,4 +599,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from equicam.cli import run_module
+
+    sys.exit(run_module("training.train", main))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,4 +154,6 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from equicam.cli import run_module
+
+    sys.exit(run_module("training.train_segnet", main))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Kept here, not imported, so that `equicam --help` loads no numpy; a test keeps them in step.
@@ -250,29 +250,61 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"equicam: warning: {message}\n"
 
 
+def report_errors(prog: str, debug: bool, call: Callable[[], object]) -> int:
+    """Run ``call`` and return its exit status, every error told as one line.
+
+    Parameters
+    ----------
+    prog
+        The command's name, which starts each line on stderr.
+    debug
+        Let the error propagate with its traceback instead of one line.
+    call
+        The command's work.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on any error (one line naming the file and the problem), 130 on
+        Ctrl-C.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.formatwarning = _format_warning
+            call()
+    except KeyboardInterrupt:
+        print(f"{prog}: cancelled", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place every error is told to the user
+        if debug:
+            raise
+        print(f"{prog}: error: {describe(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_module(prog: str, main: Callable[[list[str]], object]) -> int:
+    """Run a ``python -m`` entry point's ``main`` on ``sys.argv`` as :func:`report_errors` does.
+
+    ``--debug`` anywhere among the arguments shows the traceback instead of one line; it is
+    taken out before ``main`` parses the rest.
+    """
+    argv = sys.argv[1:]
+    rest = [a for a in argv if a != "--debug"]
+    return report_errors(prog, len(rest) != len(argv), lambda: main(rest))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
     Any error becomes one line on stderr naming the file and the problem, with exit status
     2 (``--debug`` shows the traceback instead); Ctrl-C exits with 130.
     """
-    import warnings
-
     args = build_parser().parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            if not args.debug:
-                warnings.formatwarning = _format_warning
-            args.func(args)
-    except KeyboardInterrupt:
-        print(f"equicam {args.command}: cancelled", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - the one place every error is told to the user
-        if args.debug:
-            raise
-        print(f"equicam {args.command}: error: {describe(error)}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors(f"equicam {args.command}", args.debug, lambda: args.func(args))
 
 
 if __name__ == "__main__":

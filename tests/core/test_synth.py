@@ -1,5 +1,7 @@
 """Synthetic BraTS-like cases: grid, determinism, case types, contrast physics, families."""
 
+import shutil
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -28,6 +30,29 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(synthetic_case
     np.testing.assert_array_equal(np.asarray(written["seg"].dataobj), again.seg)
     other = make_case(8, 0, "small")
     assert not np.array_equal(other.images["flair"], again.images["flair"])
+
+
+def test_synth_writes_whole_cases_and_never_over_a_case_already_there(
+    synthetic_cases, tmp_path, capsys
+):
+    out = tmp_path / "data"
+    shutil.copytree(synthetic_cases / "BraTS2021_00000", out / "BraTS2021_00000")
+    flair = out / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz"
+    flair.write_bytes(b"the radiologist's own scan")
+    argv = ["synth", str(out), "--cases", "2", "--seed", "7", "--size", "small"]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{out / 'BraTS2021_00000'}: already holds files" in error
+    assert flair.read_bytes() == b"the radiologist's own scan"
+    assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000"]  # no half case left
+
+    fresh = tmp_path / "fresh"
+    assert cli.main(["synth", str(fresh), "--cases", "1", "--seed", "7", "--size", "small"]) == 0
+    assert sorted(p.name for p in fresh.iterdir()) == ["BraTS2021_00000"]
+    for name in ("flair", "seg"):
+        written = fresh / "BraTS2021_00000" / f"BraTS2021_00000_{name}.nii.gz"
+        expected = synthetic_cases / "BraTS2021_00000" / written.name
+        assert written.read_bytes() == expected.read_bytes()
 
 
 def test_small_cases_use_the_brats_orientation_on_a_2mm_grid(synthetic_cases):

@@ -37,3 +37,15 @@ def three_cases(tmp_path_factory):
 def case_folder(tmp_path, three_cases):
     """A fresh copy of :func:`three_cases` for a test that saves masks into it."""
     return Path(shutil.copytree(three_cases, tmp_path / "cases"))
+
+
+@pytest.fixture(autouse=True)
+def own_napari_settings(tmp_path, monkeypatch):
+    """napari's settings (the reader preferences equicam adds) in ``tmp_path``, never the
+    user's."""
+    from napari import settings
+
+    fresh = settings.NapariSettings(config_path=tmp_path / "napari-settings.yaml")
+    fresh._connect_events()
+    monkeypatch.setattr(settings, "_SETTINGS", fresh)
+    return fresh

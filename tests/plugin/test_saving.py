@@ -2,6 +2,7 @@
 never over a scan (any patient's) nor over an earlier correction; sample-case masks go to
 the user's folder."""
 
+import json
 import shutil
 
 import nibabel as nib
@@ -51,6 +52,70 @@ def test_a_saved_mask_reopens_as_labels_in_its_case_geometry(make_napari_viewer,
     ((data, kwargs, kind),) = get_reader(str(alone))(str(alone))
     assert kind == "labels" and kwargs["metadata"]["equicam"]["inputs"] == []
     np.testing.assert_array_equal(data, truth.data)
+
+
+def test_a_mask_saved_by_equicam_reopens_without_naming_the_plugin(
+    make_napari_viewer, case_copy, own_napari_settings
+):
+    from napari.settings import NapariSettings
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(case_copy), plugin="napari-equicam")
+    truth = viewer.layers["ground truth"]
+    info = truth.metadata["equicam"]
+    out = default_mask_path(info, "corrected")
+    assert out.name == f"{info['case_id']}_mask_corrected.nii.gz"
+    assert truth.save(str(out), plugin="napari-equicam") == [str(out)]
+    cli_mask = case_copy / "out" / info["case_id"] / "mask-fused_mean.nii.gz"
+    cli_mask.parent.mkdir(parents=True)
+    shutil.copy(out, cli_mask)
+    (case_copy / "out" / info["case_id"] / "cam.json").write_text(
+        json.dumps({"case_folder": str(case_copy)})
+    )
+
+    # napari's builtin reader claims *.nii.gz too; the preference equicam added decides, as
+    # for File > Open, drag and drop and `napari FILE` (plugin=None: napari's own default for
+    # a script, plugin="napari", always means its builtin reader). It is in the settings
+    # file, so a new napari session opens masks the same way.
+    saved = NapariSettings(config_path=own_napari_settings.config_path).plugins
+    assert saved.extension2reader["*_mask*.nii.gz"] == "napari-equicam"
+    viewer.layers.clear()
+    for path in (out, cli_mask):
+        (mask,) = viewer.open(str(path), plugin=None)
+        assert mask.__class__.__name__ == "Labels"
+        assert mask.metadata["equicam"]["case_id"] == info["case_id"]
+        np.testing.assert_array_equal(mask.data, truth.data)
+        np.testing.assert_allclose(mask.scale, truth.scale)
+        np.testing.assert_allclose(mask.translate, truth.translate)
+        viewer.layers.clear()
+
+
+def test_the_users_own_reader_preference_is_kept(make_napari_viewer, case_copy):
+    from napari.settings import get_settings
+
+    viewer = make_napari_viewer()
+    get_settings().plugins.extension2reader = {"*_mask*.nii.gz": "napari"}
+    viewer.open(str(case_copy), plugin="napari-equicam")
+    assert get_settings().plugins.extension2reader["*_mask*.nii.gz"] == "napari"
+    assert get_settings().plugins.extension2reader["*/mask-*.nii.gz"] == "napari-equicam"
+
+
+def test_a_name_that_is_not_nifti_is_refused_with_the_extensions(
+    make_napari_viewer, case_copy, tmp_path
+):
+    viewer = make_napari_viewer()
+    viewer.open(str(case_copy), plugin="napari-equicam")
+    truth = viewer.layers["ground truth"]
+    target = tmp_path / "m.txt"
+    # napari offers equicam's writer only .nii.gz and .nii names (its manifest) and says so
+    with pytest.warns(UserWarning, match=f"'napari-equicam' is not a valid writer for {target}"):
+        assert truth.save(str(target), plugin="napari-equicam") == []
+    meta = truth.as_layer_data_tuple()[1]
+    with pytest.raises(OSError, match=r"m\.txt: output name must end in \.nii or \.nii\.gz"):
+        write_mask(str(target), truth.data, meta)
+    with pytest.raises(CaseError, match=r"m\.txt: output name must end in \.nii or \.nii\.gz"):
+        save_mask_layer(truth.data, meta["metadata"]["equicam"], target)
+    assert not target.exists() and not list(tmp_path.glob(".*"))
 
 
 def test_the_reader_says_why_it_refuses_a_folder_without_a_case(tmp_path):
@@ -131,7 +196,7 @@ def test_default_names_differ_by_method_and_sample_masks_go_to_the_user(monkeypa
     assert len(names) == 3
     for path in names:
         assert path.parent == tmp_path / "masks" / SAMPLE_CASE.name
-    assert default_mask_path(info, "T2").name == f"{SAMPLE_CASE.name}_T2_mask.nii.gz"
+    assert default_mask_path(info, "T2").name == f"{SAMPLE_CASE.name}_mask_T2_mask.nii.gz"
     case = load_case(SAMPLE_CASE)
     written = save_mask_layer(case.seg, info, default_mask_path(info, "mask"))
     assert written.parent == tmp_path / "masks" / SAMPLE_CASE.name and written.is_file()

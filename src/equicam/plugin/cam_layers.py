@@ -158,16 +158,19 @@ def volume_cm3(mask: np.ndarray, scale) -> float:
 
 
 def default_mask_path(info: dict, layer_name: str) -> Path:
-    """``<case folder>/<case id>_<layer name slug>.nii.gz`` for a mask layer of a case.
+    """``<case folder>/<case id>_mask_<layer name slug>.nii.gz`` for a mask layer of a case.
 
     ``info`` is the layer's ``metadata["equicam"]`` (``case_folder``, ``case_id``). The file
     the layer was last saved to or opened from, when it has one. ``++`` becomes ``pp``
-    (Grad-CAM++ and Grad-CAM masks get different names); a name that would end like a scan
-    (``_t2``, ``_seg``...) gets ``_mask``; the sample case's masks go to the user's folder.
+    (Grad-CAM++ and Grad-CAM masks get different names); a slug gets ``mask_`` in front unless
+    it starts with ``mask``, and a name that would end like a scan (``_t2``, ``_seg``...) gets
+    ``_mask`` too; the sample case's masks go to the user's folder.
     """
     if info.get("saved_file"):
         return Path(info["saved_file"])
     slug = re.sub(r"[^A-Za-z0-9]+", "_", layer_name.replace("++", "pp")).strip("_")
+    if not slug.lower().startswith("mask"):
+        slug = f"mask_{slug}"  # found as a saved mask, and opened by equicam's reader
     name = f"{info['case_id']}_{slug}.nii.gz"
     if scan_reason(name):
         name = f"{info['case_id']}_{slug}_mask.nii.gz"

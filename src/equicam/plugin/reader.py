@@ -32,9 +32,13 @@ from equicam.core.brats import (
 )
 from equicam.core.cam_output import described_protocol
 from equicam.plugin.cases import holds_cases
-from equicam.plugin.layers import LABEL_COLORS, case_layers
+from equicam.plugin.layers import LABEL_COLORS, case_layers, display_translate
 
 _NIFTI_ENDINGS = (".nii", ".nii.gz")
+PLUGIN = "napari-equicam"
+# The names equicam gives masks: "<case id>_mask...nii.gz" (the plugin's Save, see
+# cam_layers.default_mask_path) and "<case id>/mask-<map>.nii.gz" (``equicam cam``).
+MASK_PATTERNS = ("*_mask*.nii.gz", "*_mask*.nii", "*/mask-*.nii.gz", "*/mask-*.nii")
 
 
 def _is_nifti(path: Path) -> bool:
@@ -66,6 +70,25 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
     return read
 
 
+def prefer_for_masks() -> None:
+    """Let ``viewer.open(mask)`` open equicam's saved masks with this reader, without asking.
+
+    napari's builtin reader also claims ``*.nii.gz``, and napari chooses between readers of a
+    file only by the user's reader preferences (Preferences > Plugins, the setting
+    ``plugins.extension2reader``); with two readers and no preference ``viewer.open`` refuses
+    and the window asks. So the first time equicam opens or saves something, it adds a
+    preference for the names it gives masks (:data:`MASK_PATTERNS`), never replacing one the
+    user set; the user can change or remove it in the preferences.
+    """
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    current = plugins.extension2reader
+    missing = {pattern: PLUGIN for pattern in MASK_PATTERNS if pattern not in current}
+    if missing:
+        plugins.extension2reader = {**current, **missing}
+
+
 def read_folder(path: str | list[str]) -> list[tuple]:
     """Open a folder of cases in the CAM inspector's case navigator (no layers returned here:
     the navigator adds the case it opens)."""
@@ -93,6 +116,7 @@ def read(path: str | list[str]) -> list[tuple]:
     if isinstance(path, list):
         path = path[0]
     path = Path(path)
+    prefer_for_masks()
     if path.is_file() and _is_nifti(path) and scan_reason(path) is None:
         return read_mask(path)
     return read_case(path)
@@ -193,6 +217,7 @@ def read_mask(path: Path) -> list[tuple]:
     kwargs = {
         "name": path.name.split(".")[0],
         "scale": geometry.spacing,
+        "translate": display_translate(geometry),
         "opacity": 0.5,
         "colormap": LABEL_COLORS,
         "metadata": {"equicam": info},

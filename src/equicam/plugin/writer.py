@@ -16,6 +16,7 @@ from equicam.core.atomic import numbered
 from equicam.core.brats import CaseError, save_volume
 from equicam.core.cam_output import description
 from equicam.core.errors import EquicamError
+from equicam.plugin.reader import prefer_for_masks
 from equicam.plugin.sample_data import user_mask_folder
 
 
@@ -58,6 +59,7 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
         )
     except EquicamError as error:
         raise OSError(str(error)) from error
+    prefer_for_masks()
     return [str(written)]
 
 
@@ -127,4 +129,5 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
         description=mask_description(info),
     )
     info["saved_file"] = str(written)
+    prefer_for_masks()
     return written

@@ -11,6 +11,8 @@ import numpy as np
 from scipy import ndimage
 
 from equicam.core.anatomy import BRATS_AFFINE, BRATS_SHAPE, load_anatomy
+from equicam.core.atomic import folder_in_place
+from equicam.core.errors import EquicamError
 from equicam.core.mask_edit import distance_to
 from equicam.core.synth.acquisition import acquire, stripped_mask
 from equicam.core.synth.families import FAMILIES, MIXTURES, family_names
@@ -218,18 +220,28 @@ def write_case(
     size: str = "full",
     family: str = DEFAULT_FAMILY,
 ) -> Path:
-    """Write case ``index`` of the set ``seed`` to ``out_dir/<case id>/`` (BraTS 2021 names)."""
+    """Write case ``index`` of the set ``seed`` to ``out_dir/<case id>/`` (BraTS 2021 names).
+
+    The case folder is built beside its name and renamed into place when whole
+    (:func:`~equicam.core.atomic.folder_in_place`): a killed run leaves no half case, and a
+    case folder that already holds files is refused, never overwritten.
+
+    Raises
+    ------
+    equicam.core.atomic.SaveError
+        When ``out_dir/<case id>`` already holds files or cannot be written.
+    """
     case = make_case(seed, index, size, family)
     folder = Path(out_dir) / case_id(index)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, volume in {**case.images, "seg": case.seg}.items():
-        header = nib.Nifti1Header()
-        header.set_xyzt_units("mm", "sec")
-        header.set_data_dtype(volume.dtype)
-        image = nib.Nifti1Image(volume, case.affine, header)
-        image.set_qform(case.affine, code=1)
-        image.set_sform(case.affine, code=1)
-        nib.save(image, folder / f"{case_id(index)}_{name}.nii.gz")
+    with folder_in_place(folder) as work:
+        for name, volume in {**case.images, "seg": case.seg}.items():
+            header = nib.Nifti1Header()
+            header.set_xyzt_units("mm", "sec")
+            header.set_data_dtype(volume.dtype)
+            image = nib.Nifti1Image(volume, case.affine, header)
+            image.set_qform(case.affine, code=1)
+            image.set_sform(case.affine, code=1)
+            nib.save(image, work / f"{case_id(index)}_{name}.nii.gz")
     return folder
 
 
@@ -264,5 +276,5 @@ def write_cases(
         The case folders.
     """
     if n_cases < 1:
-        raise ValueError("--cases must be at least 1")
+        raise EquicamError("--cases", f"must be at least 1, got {n_cases}")
     return [write_case(out_dir, seed, i, size, family) for i in range(start, start + n_cases)]
