@@ -37,6 +37,7 @@ DICE_TOLERANCE = 0.005  # Dice this close to the best counts as a tie
 # The guided protocol's: sequences whose bright regions may outline the tumour, their z-scores.
 GUIDES = ("flair", "t2")
 GUIDE_ZS = tuple(float(round(z, 1)) for z in np.arange(0.6, 2.41, 0.2))
+GUIDE_REACHES_MM = (0.0, 15.0, 30.0)  # 0: the whole bright region
 
 
 def weight_grid(modalities, steps: int = WEIGHT_STEPS) -> list[dict[str, float]]:
@@ -217,7 +218,8 @@ def calibrate_guided(
     """The ``guided`` protocol's settings with the best validation Dice.
 
     The maps are those of ``refinement`` (the refined protocol's gate); per map, the search
-    runs over seed threshold x guide sequence (:data:`GUIDES` the scans hold) x guide z-score.
+    runs over seed threshold x guide sequence (:data:`GUIDES` the scans hold) x guide z-score
+    x reach (:data:`GUIDE_REACHES_MM`).
     A bright region is kept when the map's maximum inside it reaches the threshold, which is
     the same as the thresholded map touching it. Ties as in :func:`calibrate_refined`.
 
@@ -238,9 +240,15 @@ def calibrate_guided(
         The checkpoint's ``guided`` entry; empty ``maps`` when no scan holds a guide sequence.
     """
     guides = [g for g in GUIDES if all(g in scan for scan in scans)]
-    scores: dict = {}  # (map, threshold, guide, z) -> score of each case
+    reaches = [r for r in GUIDE_REACHES_MM if r > 0]
+    scores: dict = {}  # (map, threshold, guide, z, reach) -> score of each case
     for (result, truth, spacing), scan in zip(cases, scans, strict=True):
         maps = refined_maps(result, spacing[0], refinement, weights)
+        near = {}  # (map, threshold) -> {reach: voxels within reach of the seed}
+        for name, volume in maps.items():
+            for t in THRESHOLDS:
+                distance = distance_to(volume >= t, spacing, max(reaches))
+                near[name, t] = {r: distance <= r for r in reaches}
         for guide, z in itertools.product(guides, GUIDE_ZS):
             labels, n = ndimage.label(result.brain & (scan[guide] >= z))
             for name, volume in maps.items():
@@ -250,11 +258,14 @@ def calibrate_guided(
                 for t in THRESHOLDS:
                     keep = peak >= t
                     keep[0] = False
-                    key = (name, t, guide, z)
-                    scores.setdefault(key, []).append(_case_score(keep[labels], truth, spacing))
+                    regions = keep[labels]
+                    for r in GUIDE_REACHES_MM:
+                        mask = regions & near[name, t][r] if r else regions
+                        key = (name, t, guide, z, r)
+                        scores.setdefault(key, []).append(_case_score(mask, truth, spacing))
     chosen = {}
-    for (name, t, guide, z), per_case in scores.items():
-        settings = MaskSettings(t, guide=guide, guide_z=z)
+    for (name, t, guide, z, r), per_case in scores.items():
+        settings = MaskSettings(t, guide=guide, guide_z=z, guide_reach_mm=r)
         chosen.setdefault(name, []).append((*_mean_scores(per_case), settings))
     for name, candidates in chosen.items():
         d, fp, settings = _pick(candidates)

@@ -160,6 +160,13 @@ def test_the_guided_mask_is_the_bright_region_its_seed_touches_and_nothing_else(
         apply_protocol(result, "guided", meta, SPACING)
     with pytest.raises(ValueError, match="no calibrated settings for the guided protocol"):
         apply_protocol(result, "guided", {"refined": meta["guided"]}, SPACING)
+    # A bright band running far from the seed is cut at the reach.
+    band = np.zeros((6, 16, 16), np.float32)
+    band[2:4, 4, 4:16] = 2.5
+    reach = MaskSettings(0.5, guide="flair", guide_z=1.5, guide_reach_mm=3.0)
+    seed = raw > 0.5
+    cut = refined_mask(raw, np.ones_like(seed), SPACING, reach, {"flair": band})
+    assert np.array_equal(np.flatnonzero(cut[2, 4]), np.arange(4, 9))  # columns 4-5 and 3 mm
     assert MaskSettings(0.5).to_dict().keys() == {
         "threshold",
         "largest_only",

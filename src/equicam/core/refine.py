@@ -24,7 +24,7 @@ Every setting of ``refined`` and ``guided`` is chosen on validation patients
 
     {"z_sigma_mm": float, "gate": float,
      "maps": {name: {"threshold", "largest_only", "min_component_mm3", "grow_mm",
-                     "guide", "guide_z"}}}
+                     "guide", "guide_z", "guide_reach_mm"}}}
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from equicam.core.fusion import fuse
-from equicam.core.mask_edit import grow, largest_component, remove_small_components
+from equicam.core.mask_edit import distance_to, grow, largest_component, remove_small_components
 
 PROTOCOLS = ("paper", "refined", "guided")
 # A second stage (:mod:`equicam.core.segnet`) has no protocol to choose: its mask is its
@@ -49,7 +49,9 @@ class MaskSettings:
     """How one map of the ``refined`` or ``guided`` protocol becomes a mask.
 
     ``guide`` (a sequence name; empty for ``refined``) and ``guide_z`` replace the component
-    filter and growth by the bright regions of that sequence that the thresholded map touches.
+    filter and growth by the bright regions of that sequence that the thresholded map touches,
+    cut at ``guide_reach_mm`` from it when that is above 0 (a bright region can run far along
+    the cortex or a rim the skull stripping left).
     """
 
     threshold: float = 0.5
@@ -58,12 +60,13 @@ class MaskSettings:
     grow_mm: float = 0.0
     guide: str = ""
     guide_z: float = 0.0
+    guide_reach_mm: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-able form, as stored in the checkpoint (no guide fields without a guide)."""
         data = asdict(self)
         if not self.guide:
-            del data["guide"], data["guide_z"]
+            del data["guide"], data["guide_z"], data["guide_reach_mm"]
         return data
 
 
@@ -210,7 +213,12 @@ def refined_mask(
     if settings.guide:
         if images is None or settings.guide not in images:
             raise ValueError(f"the guided protocol needs the case's {settings.guide} scan")
-        return touching_regions(mask, brain & (images[settings.guide] >= settings.guide_z))
+        regions = touching_regions(mask, brain & (images[settings.guide] >= settings.guide_z))
+        if settings.guide_reach_mm > 0:
+            regions &= (
+                distance_to(mask, spacing, settings.guide_reach_mm) <= settings.guide_reach_mm
+            )
+        return regions
     if settings.largest_only:
         mask = largest_component(mask)
     elif settings.min_component_mm3 > 0:
