@@ -13,6 +13,7 @@ from equicam.core.checkpoint import save_checkpoint
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.plugin.sample_data import SAMPLE_CASE
 from equicam.plugin.widgets.cam_inspector import CHECKPOINT_FILE, CamInspector
+from equicam.plugin.widgets.compare import TITLE_FONT_SIZE
 
 
 def _checkpoint(folder, name, **config):
@@ -283,7 +284,8 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
             "mask fused weighted (other, Grad-CAM++)",
         ],
     ]
-    assert viewer.layers["CAM fused weighted (tiny)"].name_overlay.visible
+    title = viewer.layers["CAM fused weighted (tiny)"].name_overlay
+    assert title.visible and title.font_size == TITLE_FONT_SIZE < 10  # napari's 10 is cut
     for name in cells()[0]:  # one place in scanner mm: the scan under its CAM and mask
         np.testing.assert_allclose(viewer.layers[name].translate, viewer.layers["FLAIR"].translate)
     assert viewer.layers["mask fused weighted (tiny)"].contour == 1  # outlined in the grid

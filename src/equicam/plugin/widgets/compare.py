@@ -21,6 +21,8 @@ from equicam.plugin.layers import GROUND_TRUTH
 
 GRID_MODES = ["off", "sequences of one run", "runs of one map"]
 
+TITLE_FONT_SIZE = 8  # napari's 10 cuts "CAM fused weighted (equivariant)" in a third of the canvas
+
 
 class ComparePanel(Container):
     """The side-by-side grid, and "Compare masks with ground truth" with its table.
@@ -111,6 +113,7 @@ class ComparePanel(Container):
             )
             self._underlays.append(underlay)
             cam.visible = cam.name_overlay.visible = True
+            cam.name_overlay.font_size = TITLE_FONT_SIZE
             group = [underlay, cam]
             if with_masks:
                 outline = viewer.layers[mask]
