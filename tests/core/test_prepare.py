@@ -124,3 +124,19 @@ def test_per_slice_zscore_standardises_each_slice_s_brain_and_keeps_background_z
             assert abs(float(brain.std(unbiased=False)) - 1.0) < 1e-4
     assert (z[x == 0] == 0).all()
     assert (z[2] == 0).all()
+
+
+def test_normalise_images_z_scores_every_sequence_inside_the_shared_brain():
+    from equicam.core.preprocess import normalise_images
+
+    rng = np.random.default_rng(0)
+    t1 = np.zeros((4, 8, 8), np.float32)
+    t1[:, 2:6, 2:6] = rng.uniform(100, 200, (4, 4, 4))
+    flair = np.where(t1 > 0, t1 * 3 + 7, 0).astype(np.float32)
+    flair[:, 2, 2] = 0  # a voxel dark on FLAIR is still brain: T1 shows it
+    out = normalise_images({"t1": t1, "flair": flair})
+    brain = t1 != 0
+    for volume in out.values():
+        assert volume.dtype == np.float32 and not volume[~brain].any()
+    assert abs(out["t1"][brain].mean()) < 1e-5 and abs(out["t1"][brain].std() - 1) < 1e-4
+    assert (out["flair"][:, 2, 2] < 0).all()  # scored inside the brain, not left at 0

@@ -24,7 +24,7 @@ import numpy as np
 from equicam import __version__
 from equicam.core.atomic import write_file, write_json
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
-from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.core.preprocess import normalise_images
 from equicam.core.refine import (
     THRESHOLD_ONLY,
     apply_protocol,
@@ -63,9 +63,7 @@ def case_maps(
 
 def normalised_images(case, modalities) -> dict:
     """Modality -> the case's volume normalised as the networks see it (for ``modalities``)."""
-    images = {m: case.images[m] for m in modalities if m in case.images}
-    brain = brain_mask(images)
-    return {m: normalise_volume(v, brain) for m, v in images.items()}
+    return normalise_images({m: case.images[m] for m in modalities if m in case.images})
 
 
 def _versions() -> dict:

@@ -60,6 +60,24 @@ def normalise_volume(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def normalise_images(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every volume of a case normalised with :func:`normalise_volume` inside the brain that
+    the volumes together show (:func:`brain_mask`): the networks' input.
+
+    Parameters
+    ----------
+    images
+        Modality -> volume, all of one shape.
+
+    Returns
+    -------
+    dict
+        Modality -> float32 volume.
+    """
+    brain = brain_mask(images)
+    return {m: normalise_volume(v, brain) for m, v in images.items()}
+
+
 def zscore_slices(x, std_floor: float = 0.1):
     """Z-score every slice with the mean and std of its own brain pixels (the non-zero ones).
 

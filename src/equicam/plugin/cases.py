@@ -67,7 +67,7 @@ def corrected_cases(
     CaseError
         When no case has a saved mask, or a case or its mask cannot be read.
     """
-    from equicam.core.preprocess import brain_mask, normalise_volume
+    from equicam.core.preprocess import normalise_images
 
     cases, sources = [], []
     for files in find_cases(data_dir):
@@ -75,8 +75,7 @@ def corrected_cases(
         if not saved:
             continue
         case = load_case(files, list(modalities))
-        brain = brain_mask(case.images)
-        volume = {m: normalise_volume(case.images[m], brain) for m in modalities}
+        volume = normalise_images({m: case.images[m] for m in modalities})
         cases.append((volume, load_mask(saved[-1], case) > 0))
         sources.append(str(saved[-1]))
     if not cases:

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QStyle
 from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.fusion import FUSION_NAMES
 from equicam.core.inference import METHOD_NAMES, model_maps, run_to_end
-from equicam.core.preprocess import brain_mask, normalise_volume
+from equicam.core.preprocess import normalise_images
 from equicam.core.refine import THRESHOLD_ONLY
 from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import (
@@ -83,9 +83,7 @@ def _load_ready(spec: str, device: str) -> tuple:
 
 def _normalised(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The picked scans normalised as ``equicam cam`` normalises a case."""
-    images = {m: np.asarray(v, np.float32) for m, v in images.items()}
-    brain = brain_mask(images)
-    return {m: normalise_volume(v, brain) for m, v in images.items()}
+    return normalise_images({m: np.asarray(v, np.float32) for m, v in images.items()})
 
 
 class CamInspector(Container):
