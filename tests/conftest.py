@@ -117,8 +117,14 @@ def write_case(
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
-    """A cache in the `equicam prepare` format: 6 patients x 8 slices, a bright square = tumour."""
-    root = tmp_path_factory.mktemp("cache")
+    """A cache in the `equicam prepare` format (:func:`write_tiny_cache`)."""
+    return write_tiny_cache(tmp_path_factory.mktemp("cache"))
+
+
+def write_tiny_cache(root: Path) -> Path:
+    """A cache in the `equicam prepare` format in ``root``: 6 patients x 8 slices, a bright
+    square = tumour."""
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     n_cases, per_case, size = 6, 8, 32
     n = n_cases * per_case

@@ -1,11 +1,6 @@
 """The safe-write module, with real faults: a SIGKILL mid-save, a full disk, a swapped folder."""
 
 import json
-import os
-import resource
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,51 +8,15 @@ import pytest
 from equicam.core.atomic import (
     TEMP_SUFFIX,
     SaveError,
+    building,
     folder_in_place,
     new_folder,
+    place_new,
     scan_reason,
     write_file,
     write_json,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-
-# A child that starts a safe write, says "half" once half the bytes are out, then hangs.
-SLOW_WRITER = """
-import sys, time
-from equicam.core.atomic import write_file, folder_in_place
-
-def slow(handle):
-    handle.write(b"new" * 100_000)
-    handle.flush()
-    print("half", flush=True)
-    time.sleep(60)
-
-if sys.argv[1] == "file":
-    write_file(sys.argv[2], slow, replace=True)
-else:
-    with folder_in_place(sys.argv[2]) as work:
-        (work / "images.npy").write_bytes(b"x" * 1000)
-        print("half", flush=True)
-        time.sleep(60)
-"""
-
-
-def _kill_mid_save(kind: str, target: Path) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITER, kind, str(target)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    try:
-        assert child.stdout.readline().strip() == "half"
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        child.kill()
-    assert child.returncode == -signal.SIGKILL
+from tests.hostile.common import disk_full_past, kill_mid_save
 
 
 def _litter(folder: Path) -> list[str]:
@@ -67,7 +26,7 @@ def _litter(folder: Path) -> list[str]:
 def test_a_save_killed_midway_leaves_the_old_file_and_the_next_save_cleans_up(tmp_path):
     target = tmp_path / "last_state.pt"
     target.write_bytes(b"old state")
-    _kill_mid_save("file", target)
+    kill_mid_save("file", target)
     assert target.read_bytes() == b"old state"
     assert len(_litter(tmp_path)) == 1  # the killed run's temporary, fully written or not
     write_file(target, b"next state", replace=True)
@@ -77,7 +36,7 @@ def test_a_save_killed_midway_leaves_the_old_file_and_the_next_save_cleans_up(tm
 
 def test_a_folder_build_killed_midway_leaves_nothing_named_and_is_cleaned(tmp_path):
     target = tmp_path / "cache"
-    _kill_mid_save("folder", target)
+    kill_mid_save("folder", target)
     assert not target.exists()
     assert len(_litter(tmp_path)) == 1
     with folder_in_place(target) as work:
@@ -175,9 +134,7 @@ def test_an_existing_file_is_kept_unless_replacing_is_asked(tmp_path):
 def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "results.json"
     write_json(target, {"old": True})
-    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # writes past 4 KiB: EFBIG
-    try:
+    with disk_full_past(4096)():  # writes past 4 KiB fail (EFBIG)
         with pytest.raises(SaveError, match="cannot write") as error:
             write_json(target, {"big": "x" * 10_000}, replace=True)
         with (
@@ -185,9 +142,15 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path):
             folder_in_place(tmp_path / "cache") as work,
         ):
             (work / "images.npy").write_bytes(b"x" * 10_000)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        with (
+            pytest.raises(SaveError, match="cannot write") as named,
+            building(tmp_path / "run") as work,
+        ):
+            write_json(work / "cam.json", {"big": "x" * 10_000})
+            place_new(work, tmp_path / "run")
     assert str(target) in str(error.value)
+    # named where the user will look for it, not by the temporary folder's name
+    assert str(named.value).startswith(f"{tmp_path / 'run' / 'cam.json'}: ")
     assert json.loads(target.read_text()) == {"old": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
@@ -199,3 +162,8 @@ def test_two_runs_never_share_a_new_folder(tmp_path):
     with pytest.raises(SaveError, match="already holds files"), folder_in_place(first):
         pass
     assert (first / "x").read_text() == "1"
+    with building(tmp_path / "case") as work:
+        (work / "cam.json").write_text("3")
+        third = place_new(work, tmp_path / "case")
+    assert third.name == "case_3" and (third / "cam.json").read_text() == "3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "case_2", "case_3"]

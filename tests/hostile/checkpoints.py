@@ -7,7 +7,7 @@ import os
 import pickle
 from pathlib import Path
 
-from tests.hostile.common import Run, cam_argv, tiny_checkpoint, write_test_case
+from tests.hostile.common import Payload, Run, cam_argv, tiny_checkpoint, write_test_case
 
 
 def _ckpt(meta=None, tensors=None, phrase="", raw: bytes | None = None):
@@ -62,11 +62,6 @@ def _missing_weight():
     return tensors
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("echo pwned > /tmp/equicam-pwned",))
-
-
 def _truncated_checkpoint(root: Path) -> Run:
     case = write_test_case(root)
     path = tiny_checkpoint(root / "cut.safetensors")
@@ -96,7 +91,7 @@ CHECKPOINT_KINDS = {
         r / "no.safetensors",
     ),
     "checkpoint is a folder": _folder_checkpoint,
-    "pickle .pt with a payload": _ckpt(raw=pickle.dumps(_Payload()), phrase="never unpickled"),
+    "pickle .pt with a payload": _ckpt(raw=pickle.dumps(Payload()), phrase="never unpickled"),
     "random bytes checkpoint": _ckpt(raw=os.urandom(5000), phrase="not a readable"),
     "truncated checkpoint": _truncated_checkpoint,
     "metadata not JSON": _ckpt(meta="{not json", phrase="not valid JSON"),

@@ -312,23 +312,19 @@ def fsync_tree(folder: Path) -> None:
 
 
 @contextmanager
-def folder_in_place(target: str | os.PathLike) -> Iterator[Path]:
-    """Build a whole folder beside ``target`` and give it that name in one step.
+def building(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``target`` in which to build a whole folder.
 
-    Yields a temporary folder (locked, removed on any failure, and as stale litter by a later
-    run if this one is killed). On success it is flushed to disk and renamed to ``target``,
-    which must not exist or be empty: a target that holds anything is never replaced.
+    Temporaries of ``target`` left by killed runs are removed first. The folder is locked
+    while it is built (so a later run's cleaning leaves it alone) and removed on leaving,
+    unless :func:`folder_in_place` or :func:`place_new` gave it its name.
 
     Raises
     ------
     SaveError
-        When ``target`` already holds files (checked before and, atomically, at the rename).
+        When the folder cannot be made or written (the files named, nothing left behind).
     """
     target = Path(target)
-    if target.is_dir() and any(target.iterdir()):
-        raise SaveError(target, "already holds files; choose a new or empty folder")
-    if target.exists() and not target.is_dir():
-        raise SaveError(target, "is a file, not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -347,6 +343,46 @@ def folder_in_place(target: str | os.PathLike) -> Iterator[Path]:
         os.close(lock)
     try:
         yield work
+    except EquicamError as error:
+        if not error.path.is_relative_to(work):
+            raise
+        # the file's name where the user will look for it, not the temporary's
+        raise SaveError(target / error.path.relative_to(work), error.problem) from None
+    except OSError as error:
+        raise SaveError(target, f"cannot write ({error.strerror or error})") from None
+    finally:
+        os.close(lock)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def folder_in_place(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a whole folder beside ``target`` and give it that name in one step.
+
+    Yields a temporary folder (see :func:`building`). On success it is flushed to disk and
+    renamed to ``target``, which must not exist or be empty: a target that holds anything is
+    never replaced.
+
+    Raises
+    ------
+    SaveError
+        When ``target`` already holds files (checked before and, atomically, at the rename).
+    """
+    target = Path(target)
+    if target.is_dir() and any(target.iterdir()):
+        raise SaveError(target, "already holds files; choose a new or empty folder")
+    if target.exists() and not target.is_dir():
+        raise SaveError(target, "is a file, not a folder")
+    with building(target) as work:
+        yield work
         fsync_tree(work)
         try:
             os.rename(work, target)
@@ -354,13 +390,24 @@ def folder_in_place(target: str | os.PathLike) -> Iterator[Path]:
             if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise SaveError(target, "was filled meanwhile; nothing was replaced") from None
             raise SaveError(target, f"cannot write ({error.strerror})") from None
-        parent = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(parent)
-        finally:
-            os.close(parent)
+        _fsync_folder(target.parent)
+
+
+def place_new(work: Path, path: str | os.PathLike) -> Path:
+    """Give ``work`` (a folder from :func:`building` of ``path``) the first free name among
+    ``path``, ``path_2``...; returns that name.
+
+    The name is reserved by :func:`new_folder` (so two runs never share one) and ``work``,
+    flushed to disk, is renamed onto it in one step: a killed or failed run leaves no half
+    folder under any of these names.
+    """
+    fsync_tree(work)
+    final = new_folder(path)
+    try:
+        os.rename(work, final)  # onto the empty folder this call just made
     except OSError as error:
-        raise SaveError(target, f"cannot write ({error.strerror or error})") from None
-    finally:
-        os.close(lock)
-        shutil.rmtree(work, ignore_errors=True)
+        with suppress(OSError):
+            final.rmdir()
+        raise SaveError(final, f"cannot write ({error.strerror})") from None
+    _fsync_folder(final.parent)
+    return final

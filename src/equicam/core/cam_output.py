@@ -7,8 +7,9 @@ Layout (``OUT``)::
     OUT/<case id>/cam.json             provenance and the SHA-256 of every file written
 
 A run never writes into a folder that exists: a second run of the same case goes to
-``OUT/<case id>_2`` (then ``_3``...), created atomically, so two runs, at once or one after
-the other, never replace each other's files, and a mask corrected by hand stays as it is.
+``OUT/<case id>_2`` (then ``_3``...), so two runs, at once or one after the other, never
+replace each other's files, and a mask corrected by hand stays as it is. The folder is built
+under a temporary name and named when whole: a killed run or a full disk leaves no half one.
 File names never end like a BraTS scan (``_flair``, ``-t2f``...), so an output folder is
 never mistaken for a case.
 """
@@ -23,7 +24,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from equicam.core.atomic import new_folder, write_json
+from equicam.core.atomic import building, place_new, write_json
 from equicam.core.brats import CaseWarning, load_case, save_volume
 from equicam.core.evaluation import (
     CAM_FUSIONS,
@@ -140,7 +141,46 @@ def cam_case(
         result, protocol, meta, case.spacing, threshold, model.fusion_weights, images
     )
     wanted = Path(out_dir) / case.case_id
-    out = new_folder(wanted)
+    run = Path(str(checkpoint)).stem
+    # The run's folder is built beside its name and named in one step at the end: a killed
+    # or failed run leaves no half folder (its temporary goes on the next run of the case).
+    with building(wanted) as work:
+        jobs = [(v, work / f"cam-{name}.nii.gz", "float32", name) for name, v in maps.items()]
+        jobs += [(m, work / f"mask-{name}.nii.gz", "uint8", name) for name, m in masks.items()]
+
+        def write(job):
+            array, path, dtype, name = job
+            return save_volume(
+                array,
+                case.geometry,
+                path,
+                dtype=dtype,
+                protect=case.files.inputs,
+                description=description(protocol, name, run),
+            )
+
+        # zlib releases the GIL while it compresses: one file per core at a time.
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            written = list(pool.map(write, jobs))
+        provenance = {
+            "case": case.case_id,
+            "case_folder": str(case.files.folder),
+            "checkpoint": str(checkpoint),
+            "checkpoint_file": str(source),
+            "method": method,
+            "model_kind": meta.get("kind", "cam"),
+            "protocol": protocol,
+            "thresholds": _thresholds_of(settings),
+            "protocol_settings": settings,
+            "modalities": list(result.maps),
+            "device": device,
+            "precision": precision,
+            "versions": _versions(),
+            "files": [p.name for p in written],
+            "sha256": {p.name: sha256(p) for p in written},
+        }
+        write_json(work / "cam.json", provenance)
+        out = place_new(work, wanted)
     if out != wanted:
         edited = changed_since_run(wanted)
         note = f" (changed since that run: {', '.join(edited)})" if edited else ""
@@ -149,39 +189,4 @@ def cam_case(
             CaseWarning,
             stacklevel=2,
         )
-    run = Path(str(checkpoint)).stem
-    jobs = [(v, out / f"cam-{name}.nii.gz", "float32", name) for name, v in maps.items()]
-    jobs += [(m, out / f"mask-{name}.nii.gz", "uint8", name) for name, m in masks.items()]
-
-    def write(job):
-        array, path, dtype, name = job
-        return save_volume(
-            array,
-            case.geometry,
-            path,
-            dtype=dtype,
-            protect=case.files.inputs,
-            description=description(protocol, name, run),
-        )
-
-    # zlib releases the GIL while it compresses: one file per core at a time.
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        written = list(pool.map(write, jobs))
-    provenance = {
-        "case": case.case_id,
-        "case_folder": str(case.files.folder),
-        "checkpoint": str(checkpoint),
-        "checkpoint_file": str(source),
-        "method": method,
-        "model_kind": meta.get("kind", "cam"),
-        "protocol": protocol,
-        "thresholds": _thresholds_of(settings),
-        "protocol_settings": settings,
-        "modalities": list(result.maps),
-        "device": device,
-        "precision": precision,
-        "versions": _versions(),
-        "files": [p.name for p in written],
-        "sha256": {p.name: sha256(p) for p in written},
-    }
-    return [*written, write_json(out / "cam.json", provenance)]
+    return [*(out / p.name for p in written), out / "cam.json"]

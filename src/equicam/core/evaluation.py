@@ -312,8 +312,6 @@ def evaluate(
     out = Path(out_dir)
     rank, world, local_rank, joined = _distributed()
     try:
-        if rank == 0:  # an unwritable folder is found before the long part, not after
-            _make_folder(out)
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
         protocol, method = _protocol(meta, protocol, source, method)
         precision = resolve_precision(precision, device)
@@ -338,6 +336,8 @@ def evaluate(
                 )
         if not labelled:
             raise CaseError(data_dir, "no case with a segmentation to evaluate")
+        # made once the inputs are known good (a bad input leaves no folder behind) and
+        # before the long part (an unwritable folder is found before, not after)
         kept = _make_folder(out / "cases")
         records: dict[str, dict] = {}
         failed: dict[str, str] = {}
