@@ -8,6 +8,7 @@ name. ``tests/test_hostile.py`` asserts each; ``bench/hostile_inputs.py`` counts
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 import stat
@@ -19,8 +20,10 @@ from pathlib import Path
 from equicam.core.atomic import TEMP_SUFFIX
 from tests.hostile.checkpoints import CHECKPOINT_KINDS
 from tests.hostile.common import Run, tiny_checkpoint
+from tests.hostile.faults import FAULT_KINDS
 from tests.hostile.outputs import OUTPUT_KINDS
 from tests.hostile.scans import PATH_KINDS, SCAN_KINDS, seg_kinds
+from tests.hostile.training import TRAINING_KINDS
 
 __all__ = ["KINDS", "Outcome", "run_kind", "tiny_checkpoint"]
 
@@ -30,6 +33,8 @@ KINDS: dict[str, Callable[[Path], Run]] = {
     **PATH_KINDS,
     **CHECKPOINT_KINDS,
     **OUTPUT_KINDS,
+    **FAULT_KINDS,
+    **TRAINING_KINDS,
 }
 
 
@@ -63,19 +68,33 @@ class Outcome:
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
+    """The user's files under ``root`` (not what lies in a killed run's temporaries)."""
     return {
         str(p): p.read_bytes()
         for p in root.rglob("*")
-        if p.is_file() and not p.is_symlink() and stat.S_ISREG(p.stat().st_mode)
+        if p.is_file()
+        and not p.is_symlink()
+        and stat.S_ISREG(p.stat().st_mode)
+        and not any(part.endswith(TEMP_SUFFIX) for part in p.relative_to(root).parts)
     }
 
 
-def run_kind(name: str, root: Path) -> Outcome:
-    """Build kind ``name`` under ``root``, run it through ``equicam``'s entry point and
-    report what happened (stderr captured; the exit status of ``main``)."""
-    from equicam.cli import main
+def _entry(run: Run) -> Callable[[list[str]], int]:
+    """``equicam``'s ``main``, or a ``python -m`` module's as :func:`~equicam.cli.run_module`
+    runs it (its errors told in one line, exit 2)."""
+    from equicam.cli import main, report_errors
 
+    if run.module is None:
+        return main
+    module = importlib.import_module(run.module)
+    return lambda argv: report_errors(run.module, False, lambda: module.main(argv))
+
+
+def run_kind(name: str, root: Path) -> Outcome:
+    """Build kind ``name`` under ``root``, run it through ``equicam``'s entry point (or the
+    kind's module) and report what happened (stderr captured; the exit status of ``main``)."""
     run = KINDS[name](root)
+    main = _entry(run)
     for argv in run.before:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             if main(argv) != 0:
@@ -83,7 +102,11 @@ def run_kind(name: str, root: Path) -> Outcome:
     before = _snapshot(root)
     stderr = io.StringIO()
     try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            run.fault() if run.fault else contextlib.nullcontext(),
+            contextlib.redirect_stderr(stderr),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             status = main(run.argv)
     except SystemExit as exit_:  # argparse's own refusal of a flag: usage and one line
         status = exit_.code
@@ -92,5 +115,7 @@ def run_kind(name: str, root: Path) -> Outcome:
         stderr.write(text)
     after = _snapshot(root)
     lost = sorted(p for p, data in before.items() if after.get(p) != data)
+    lost += [f"{p} (not made)" for p in run.made if not p.exists()]
     litter = sorted(str(p) for p in root.rglob(f"*{TEMP_SUFFIX}"))
+    litter += [str(p) for p in run.not_made if p.exists()]
     return Outcome(run, status, stderr.getvalue(), lost, litter)

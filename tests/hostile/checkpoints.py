@@ -37,6 +37,10 @@ def _int_weights():
     return {k: v.to(int) if v.is_floating_point() else v for k, v in _good_tensors().items()}
 
 
+def _bool_weights():
+    return {k: v.bool() if v.is_floating_point() else v for k, v in _good_tensors().items()}
+
+
 def _nan_weights():
     tensors = _good_tensors()
     first = next(k for k, v in tensors.items() if v.is_floating_point())
@@ -108,6 +112,9 @@ CHECKPOINT_KINDS = {
     "input_size 40000": _ckpt(meta=_model(input_size=40_000), phrase="model.input_size"),
     "input_size 'big'": _ckpt(meta=_model(input_size="big"), phrase="model.input_size"),
     "modalities unknown": _ckpt(meta=_model(modalities=["pd"]), phrase="model.modalities"),
+    "modality named t1.x": _ckpt(
+        meta=_model(modalities=["t1.x", "t1ce", "t2", "flair"]), phrase="model.modalities"
+    ),
     "modalities repeated": _ckpt(meta=_model(modalities=["t1", "t1"]), phrase="modalities"),
     "n_classes 3": _ckpt(meta=_model(n_classes=3), phrase="n_classes"),
     "input_norm unknown": _ckpt(meta=_model(input_norm="zzz"), phrase="input_norm"),
@@ -119,6 +126,7 @@ CHECKPOINT_KINDS = {
     "other preprocessing": _ckpt(meta={"preprocessing": "minmax"}, phrase="trained on"),
     "fusion_weights bad": _ckpt(meta={"fusion_weights": {"t1": -1}}, phrase="fusion_weights"),
     "integer weights": _ckpt(tensors=_int_weights, phrase="not floating point"),
+    "boolean weights": _ckpt(tensors=_bool_weights, phrase="not floating point"),
     "NaN weight": _ckpt(tensors=_nan_weights, phrase="non-finite"),
     "weights of another shape": _ckpt(tensors=_wrong_shape, phrase="another architecture"),
     "a weight missing": _ckpt(tensors=_missing_weight, phrase="do not fit"),
