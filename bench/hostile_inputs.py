@@ -1,11 +1,14 @@
 """Count what hostile inputs and faults do to ``equicam``: the closing count of issue 15.
 
-    PYTHONPATH=src:. .venv/bin/python bench/hostile_inputs.py [--show]
+    PYTHONPATH=src:. .venv/bin/python -m bench.hostile_inputs [--show]
 
-Runs every kind of tests/hostile.py (bad scans, bad checkpoints, bad paths, output faults),
-each built for real in a fresh folder, through ``equicam``'s entry point, and prints: kinds
-tried, clear outcomes (one error line naming the file, exit 2; or success where the input is
-fine), tracebacks, data losses (a file the user had that changed or went), temporaries left.
+Runs every kind of tests/hostile/ (bad scans, checkpoints, paths and training states, output
+faults, saves killed midway, a full disk, two runs at once), each built for real in a fresh
+folder, through ``equicam``'s entry point (or ``training.train``'s), and prints: kinds tried,
+clear outcomes (one error line naming the file, exit 2; or success where the input is fine),
+tracebacks, data losses (a file the user had that changed or went, an output another run
+or the user needed that is missing), litter (temporaries left, a folder made for a refused
+run).
 ``--show`` prints each kind's stderr.
 """
 

@@ -1,5 +1,6 @@
-"""Every hostile input and fault of tests/hostile.py through `equicam`: one clear line, exit 2,
-no traceback, every file the user had intact, no temporary left behind."""
+"""Every hostile input and fault of tests/hostile/ through `equicam`: one clear line, exit 2
+(or success where the input is fine), no traceback, every file the user had intact, no
+temporary left behind."""
 
 import warnings
 

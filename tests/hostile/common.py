@@ -104,7 +104,9 @@ def at_once(argv: list[str]) -> Callable[[], AbstractContextManager]:
     @contextmanager
     def fault() -> Iterator[None]:
         command = [sys.executable, "-m", "equicam.cli", *argv]
-        with subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True) as child:
+        with subprocess.Popen(
+            command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        ) as child:
             yield
             _, stderr = child.communicate(timeout=300)
         assert child.returncode == 0, stderr
