@@ -22,6 +22,7 @@ from tests.hostile.checkpoints import CHECKPOINT_KINDS
 from tests.hostile.common import Run, tiny_checkpoint
 from tests.hostile.faults import FAULT_KINDS
 from tests.hostile.outputs import OUTPUT_KINDS
+from tests.hostile.plugin import PLUGIN_KINDS
 from tests.hostile.scans import PATH_KINDS, SCAN_KINDS, seg_kinds
 from tests.hostile.training import TRAINING_KINDS
 
@@ -35,6 +36,7 @@ KINDS: dict[str, Callable[[Path], Run]] = {
     **OUTPUT_KINDS,
     **FAULT_KINDS,
     **TRAINING_KINDS,
+    **PLUGIN_KINDS,
 }
 
 
@@ -81,9 +83,11 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 def _entry(run: Run) -> Callable[[list[str]], int]:
     """``equicam``'s ``main``, or a ``python -m`` module's as :func:`~equicam.cli.run_module`
-    runs it (its errors told in one line, exit 2)."""
+    runs it, or the kind's plugin call (errors told in one line, exit 2)."""
     from equicam.cli import main, report_errors
 
+    if run.call is not None:
+        return lambda argv: report_errors("napari-equicam", False, run.call)
     if run.module is None:
         return main
     module = importlib.import_module(run.module)
@@ -103,7 +107,7 @@ def run_kind(name: str, root: Path) -> Outcome:
     stderr = io.StringIO()
     try:
         with (
-            run.fault() if run.fault else contextlib.nullcontext(),
+            run.during() if run.during else contextlib.nullcontext(),
             contextlib.redirect_stderr(stderr),
             contextlib.redirect_stdout(io.StringIO()),
         ):

@@ -25,7 +25,8 @@ class Run:
     the file or folder the error must name, and commands to run first (must succeed).
 
     ``module`` runs a ``python -m`` entry point (``training.train``) instead of ``equicam``;
-    ``fault`` is in force during the run only; ``made`` must exist afterwards (work of the
+    ``call`` runs a plugin function instead (its error told as the CLI tells one); ``during``
+    is in force during the run only (a fault); ``made`` must exist afterwards (work of the
     user or of another run), ``not_made`` must not (a folder made for a refused run).
     """
 
@@ -34,7 +35,8 @@ class Run:
     names: Path | None = None
     before: list[list[str]] = field(default_factory=list)
     module: str | None = None
-    fault: Callable[[], AbstractContextManager] | None = None
+    call: Callable[[], object] | None = None
+    during: Callable[[], AbstractContextManager] | None = None
     made: list[Path] = field(default_factory=list)
     not_made: list[Path] = field(default_factory=list)
 

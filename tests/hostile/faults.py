@@ -42,15 +42,15 @@ def _full_disk_at_cam_json(root: Path) -> Run:
         cam_argv(root, write_test_case(root)),
         "cannot write",
         folder / "cam.json",
-        fault=disk_full_past(1000),
+        during=disk_full_past(1000),
         not_made=[folder],
     )
 
 
 def _full_disk_in_prepare(root: Path) -> Run:
-    argv = _prepare_argv(root)
+    cache = root / "cache"
     return Run(
-        argv, "cannot write", root / "cache", fault=disk_full_past(4096), not_made=[root / "cache"]
+        _prepare_argv(root), "cannot write", cache, during=disk_full_past(4096), not_made=[cache]
     )
 
 
@@ -64,7 +64,7 @@ def _at_once(same_case: bool):
         return Run(
             cam_argv(root, first, checkpoint),
             None,
-            fault=at_once(cam_argv(root, second, checkpoint)),
+            during=at_once(cam_argv(root, second, checkpoint)),
             made=[out / "BraTS2021_00001" / "cam.json", out / other / "cam.json"],
         )
 
