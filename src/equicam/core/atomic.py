@@ -328,7 +328,9 @@ def building(target: str | os.PathLike) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SaveError(target.parent, f"cannot create the folder ({error.strerror})") from None
+        raise SaveError(
+            target.parent, f"cannot create the output folder ({error.strerror})"
+        ) from None
     clean_stale(target.parent, target.name)
     while True:
         work = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
