@@ -194,6 +194,7 @@ def row_label(name: str, method: str, results: dict) -> str:
     if results.get("model_kind") == "segnet":
         learnt = meta.get("trained_on", {})
         source = f"{learnt.get('protocol', 'refined')} {learnt.get('map', '?')} pseudo-masks"
+        source += f", augment {learnt.get('augment', 0)}"
         tuned = meta.get("fine_tuned")
         if tuned:
             source += f", fine-tuned on {len(tuned['cases'])} corrected cases"

@@ -73,7 +73,7 @@ def _leaning_cam(tmp_path, protocol: str, settings: dict):
     with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
         for net in cam.nets.values():
             net.head.weight[1] += 0.3
-    maps = {name: settings for name in (*cam.modalities, "fused_mean")}
+    maps = dict.fromkeys((*cam.modalities, "fused_mean"), settings)
     entry = {"z_sigma_mm": 0.0, "gate": 0.5, "maps": maps}
     return cam, save_checkpoint(tmp_path / "cam.safetensors", cam, {protocol: entry})
 

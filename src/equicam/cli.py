@@ -16,7 +16,7 @@ METHODS = ("cam", "gradcam", "gradcampp")
 PRECISIONS = ("auto", "fp32", "bf16")
 PROTOCOLS = ("paper", "refined", "guided")
 FAMILIES = ("train", "clinical-1.5T", "research-3T", "clinical-3T")
-BUNDLED = ("equivariant", "baseline")
+BUNDLED = ("equivariant", "baseline", "second-stage")
 
 
 def checkpoint_arg(spec: str) -> str:

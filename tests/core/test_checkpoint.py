@@ -131,6 +131,17 @@ def test_bundled_names_load_from_the_package(name):
     assert 0 < meta["threshold"] < 1
 
 
+def test_the_bundled_second_stage_learnt_guided_masks_and_loads_as_one():
+    from equicam.core.checkpoint import load_model
+    from equicam.core.segnet import SegNet
+
+    model, meta = load_model("second-stage")
+    assert isinstance(model, SegNet) and meta["kind"] == "segnet"
+    assert set(model.modalities) == {"t1", "t1ce", "t2", "flair"}
+    assert 0 < meta["threshold"] < 1
+    assert meta["trained_on"]["protocol"] == "guided"
+
+
 def test_a_bundled_name_without_its_file_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint_module, "BUNDLED_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="has not been trained and bundled yet") as error:

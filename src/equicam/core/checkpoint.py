@@ -26,7 +26,7 @@ MAX_INPUT_SIZE = 1024
 MAX_WIDTH = 2048
 _KNOWN_MODALITIES = ("t1", "t1ce", "t2", "flair")
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
-BUNDLED = ("equivariant", "baseline")
+BUNDLED = ("equivariant", "baseline", "second-stage")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "checkpoints"
 SECOND_STAGE = "segnet"  # the metadata ``kind`` of a second stage (:mod:`equicam.core.segnet`)
 
@@ -36,7 +36,8 @@ class CheckpointError(EquicamError):
 
 
 def resolve_checkpoint(spec: str | os.PathLike) -> Path:
-    """A path, or the file of a bundled checkpoint name (``equivariant``, ``baseline``)."""
+    """A path, or the file of a bundled checkpoint name (``equivariant``, ``baseline``,
+    ``second-stage``)."""
     if str(spec) in BUNDLED:
         path = BUNDLED_DIR / f"{spec}.safetensors"
         if not path.is_file():

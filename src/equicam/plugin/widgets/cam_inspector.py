@@ -116,7 +116,9 @@ class CamInspector(Container):
             m: ComboBox(label=LAYER_NAMES[m], choices=self._image_names, nullable=True)
             for m in MODALITIES
         }
-        self.model = ComboBox(label="model", choices=["equivariant", "baseline", CHECKPOINT_FILE])
+        self.model = ComboBox(
+            label="model", choices=["equivariant", "baseline", "second-stage", CHECKPOINT_FILE]
+        )
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.method = ComboBox(label="map", choices=[(v, k) for k, v in METHOD_NAMES.items()])
