@@ -1,7 +1,7 @@
 """How long does a click on "Run current slice" take in the real CAM inspector?
 
     PYTHONPATH=src xvfb-run -a .venv/bin/python bench/widget_latency.py [--clicks 20] \\
-        [--checkpoint equivariant] [--device cpu]
+        [--checkpoint equivariant] [--device cpu] [--per-sequence]
 
 A full-size synthetic case (240 x 240 x 155, ``equicam synth --seed 5``) is opened in a shown
 napari viewer, the CAM inspector is docked with the given bundled model, and its button is
@@ -14,7 +14,9 @@ process:
 - ``reader``: the first click after the user has looked at the case until the background work
   is done (the time it took is printed too);
 
-then ``--clicks`` later clicks on other slices: median, p95 and max.
+then ``--clicks`` later clicks on other slices: median, p95 and max. The widget starts from
+its defaults (a settings file of its own): the fused map and its mask, two layers; with
+``--per-sequence`` its "per-sequence maps" are ticked too, ten layers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from equicam.plugin.settings import ENV_VAR
+
 
 def wait(app, condition, timeout: float = 600.0) -> float:
     """Process Qt events until ``condition()``; the seconds it took."""
@@ -43,7 +47,9 @@ def wait(app, condition, timeout: float = 600.0) -> float:
     return time.perf_counter() - start
 
 
-def scenario(case: Path, name: str, clicks: int, checkpoint: str, device: str) -> None:
+def scenario(
+    case: Path, name: str, clicks: int, checkpoint: str, device: str, per_sequence: bool
+) -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -54,6 +60,7 @@ def scenario(case: Path, name: str, clicks: int, checkpoint: str, device: str) -
     opened = time.perf_counter()
     widget.model.value = checkpoint
     widget.device.value = device
+    widget.per_sequence.value = per_sequence
     flair = viewer.layers["FLAIR"]
     with_brain = [z for z in range(flair.data.shape[0]) if flair.data[z].any()]
     slices = np.random.default_rng(0).choice(with_brain, size=clicks + 1, replace=False)
@@ -97,16 +104,22 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--checkpoint", default="equivariant")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--per-sequence", action="store_true", help="tick the widget's per-sequence maps"
+    )
     parser.add_argument("--scenario", choices=("impatient", "reader"), help=argparse.SUPPRESS)
     parser.add_argument("--case", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scenario:
-        scenario(args.case, args.scenario, args.clicks, args.checkpoint, args.device)
+        scenario(
+            args.case, args.scenario, args.clicks, args.checkpoint, args.device, args.per_sequence
+        )
         return
     load = os.getloadavg()
     print(
         f"machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {load[0]:.1f} at the start; device {args.device}"
+        f"load average {load[0]:.1f} at the start; device {args.device}; "
+        f"per-sequence maps {'on' if args.per_sequence else 'off'}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         command = [
@@ -137,8 +150,10 @@ def main() -> None:
                     args.checkpoint,
                     "--device",
                     args.device,
+                    *(["--per-sequence"] if args.per_sequence else []),
                 ],
                 check=True,
+                env={**os.environ, ENV_VAR: str(Path(tmp) / "settings.json")},
             )
 
 

@@ -48,6 +48,15 @@ def test_generator_yields_monotone_progress_then_returns_maps(model, volume):
     assert masks["t1"].dtype == np.uint8 and set(np.unique(masks["t1"])) <= {0, 1}
 
 
+def test_fused_maps_of_some_slices_are_those_of_the_whole_volume_there(model, volume):
+    fusions = ("mean", "max", "geometric", "weighted")
+    whole = run_to_end(cam_volume(model, volume, fusions=fusions))
+    some = run_to_end(cam_volume(model, volume, slices=[1, 4], fusions=fusions))
+    for f in fusions:
+        np.testing.assert_allclose(some.fused[f][[1, 4]], whole.fused[f][[1, 4]], atol=1e-5)
+        assert not some.fused[f][[0, 2, 3, 5]].any() and whole.fused[f][1:].any()
+
+
 def _drain(gen):
     while True:
         try:

@@ -69,6 +69,7 @@ def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspe
 
     widget.pickers["t1"].value = None
     widget.pickers["t2"].value = None
+    widget.per_sequence.value = True
     _run_slice(qtbot, widget)
     assert "CAM FLAIR (tiny)" in viewer.layers and "CAM T1ce (tiny)" in viewer.layers
     assert "CAM T1 (tiny)" not in viewer.layers and "mask T2 (tiny)" not in viewer.layers
@@ -88,8 +89,6 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     assert cam.metadata["equicam"]["geometry"] is scan.metadata["equicam"]["geometry"]
     computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
     assert computed.tolist() == [40]
-    for m in ("T1", "T1ce", "T2", "FLAIR"):
-        assert f"CAM {m} (tiny)" in viewer.layers and f"mask {m} (tiny)" in viewer.layers
     mask = viewer.layers["mask fused weighted (tiny)"]
     np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
 
@@ -106,6 +105,34 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     np.testing.assert_array_equal(
         viewer.layers["mask fused weighted (tiny)"].data, cam.data >= 0.3
     )
+
+
+def test_per_sequence_maps_are_added_on_request_and_removed_but_an_edited_mask(inspector, qtbot):
+    viewer, widget, _ = inspector
+    assert not widget.per_sequence.value  # by default: the fused map alone, a quick first click
+    _run_slice(qtbot, widget)
+    made = [layer.name for layer in viewer.layers if "run" in layer.metadata.get("equicam", {})]
+    assert made == ["CAM fused weighted (tiny)", "mask fused weighted (tiny)"]
+
+    widget.per_sequence.value = True  # from the run already made: the networks do not run
+    assert widget._worker is None
+    for m in ("T1", "T1ce", "T2", "FLAIR"):
+        cam, mask = viewer.layers[f"CAM {m} (tiny)"], viewer.layers[f"mask {m} (tiny)"]
+        assert not cam.visible and not mask.visible  # on request, but hidden: not crowded
+        computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
+        assert computed.tolist() == [40]
+        np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
+    viewer.dims.current_step = (30, 0, 0)
+    _run_slice(qtbot, widget)  # later runs update them too
+    cam = viewer.layers["CAM T2 (tiny)"].data
+    assert np.flatnonzero(cam.reshape(len(cam), -1).any(axis=1)).tolist() == [30, 40]
+
+    edited = viewer.layers["mask FLAIR (tiny)"]
+    edited.paint((40, 50, 50), 1)
+    widget.per_sequence.value = False
+    left = [layer.name for layer in viewer.layers if "run" in layer.metadata.get("equicam", {})]
+    assert left == ["CAM fused weighted (tiny)", "mask fused weighted (tiny)", "mask FLAIR (tiny)"]
+    assert edited.data[40, 50, 50] == 1
 
 
 def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
@@ -125,6 +152,7 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
     widget = CamInspector(viewer)
     widget.model.value = CHECKPOINT_FILE
     widget.checkpoint.value = checkpoint
+    widget.per_sequence.value = True
     viewer.dims.current_step = (40, 0, 0)
     _run_slice(qtbot, widget)
 
@@ -178,6 +206,7 @@ def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
 
 def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, tmp_path, qtbot):
     viewer, widget, case = inspector
+    widget.per_sequence.value = True
     _run_slice(qtbot, widget)
     mask = viewer.layers["mask FLAIR (tiny)"]
     mask.paint((40, 50, 50), 1)
@@ -254,7 +283,7 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
     _run_slice(qtbot, widget)
     widget.comparison.compare.native.click()
     rows = widget.comparison.table.value["data"]
-    assert len(rows) == 10 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
+    assert len(rows) == 2 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
     assert "mask fused weighted (other, Grad-CAM++)" in [row[0] for row in rows]
     table = widget.comparison.table.native
     shown = table.itemDelegate().displayText(rows[0][1], table.locale())
@@ -292,8 +321,11 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
     assert widget.pickers["flair"].value == "FLAIR"
     assert "FLAIR (CAM fused weighted (tiny))" not in widget.pickers["flair"].choices
 
-    viewer.layers.selection.active = viewer.layers["CAM T2 (tiny)"]
-    widget.comparison.side_by_side.value = "sequences of one run"
+    widget.comparison.side_by_side.value = "off"
+    assert [(layer.name, layer.visible) for layer in viewer.layers] == before
+    viewer.layers.selection.active = viewer.layers["CAM fused weighted (tiny)"]
+    widget.comparison.side_by_side.value = "sequences of one run"  # makes the sequences' maps
+    assert widget.per_sequence.value
     assert [cell[:2] for cell in cells()] == [
         [f"{scan} (CAM {name} (tiny))", f"CAM {name} (tiny)"]
         for scan, name in [
@@ -306,7 +338,10 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
     ]
     widget.comparison.side_by_side.value = "off"
     assert not grid.enabled
-    assert [(layer.name, layer.visible) for layer in viewer.layers] == before
+    now = [(layer.name, layer.visible) for layer in viewer.layers]
+    assert [item for item in now if item in before] == before
+    added = [name for name, visible in now if (name, visible) not in before]
+    assert len(added) == 16 and not any(dict(now)[name] for name in added)  # 2 runs x 4 x 2
 
 
 def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch, qtbot):

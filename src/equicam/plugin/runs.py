@@ -60,9 +60,10 @@ class Run:
 
 
 def merged(previous: CamResult | None, new: CamResult) -> CamResult:
-    """``new``'s computed slices written over ``previous`` (None: ``new`` itself).
+    """``new``'s computed slices written into ``previous`` (None: ``new`` itself).
 
-    Maps that ``new`` lacks (another fusion, a modality left out) are dropped.
+    ``previous``'s arrays are updated in place: a click costs its slice, not a copy of every
+    volume. Maps that ``new`` lacks (another fusion, a modality left out) are dropped.
     """
     if previous is None or previous.brain.shape != new.brain.shape:
         return new
@@ -71,9 +72,9 @@ def merged(previous: CamResult | None, new: CamResult) -> CamResult:
     def over(old: Mapping, fresh: Mapping) -> dict:
         out = {}
         for name, values in fresh.items():
-            base = np.array(old[name]) if name in old else np.zeros_like(values)
-            base[take] = values[take]
-            out[name] = base
+            if name in old:
+                old[name][take] = values[take]
+            out[name] = old.get(name, values)  # a new map is zero where it was not computed
         return out
 
     return CamResult(

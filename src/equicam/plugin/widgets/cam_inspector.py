@@ -138,6 +138,12 @@ class CamInspector(Container):
         )
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, visible=False)
+        self.per_sequence = CheckBox(
+            text="per-sequence maps",
+            value=False,
+            tooltip="Besides the fused map, a CAM and a mask for each sequence (hidden until "
+            "shown); off, a first click adds two layers instead of ten and is quicker",
+        )
         self.per_map = CheckBox(text="checkpoint's threshold per map", value=True)
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.in_use = Label(value="")
@@ -145,7 +151,10 @@ class CamInspector(Container):
         self._shown: tuple[dict, str, str] = ({}, "", "")  # last run's meta, protocol, note
         self.plot = SliceProbabilityPlot()
         self.comparison = ComparePanel(
-            viewer, self._scan_layers, lambda: f"fused_{self.fusion.value}"
+            viewer,
+            self._scan_layers,
+            lambda: f"fused_{self.fusion.value}",
+            lambda: setattr(self.per_sequence, "value", True),
         )
         self.masks = MaskTools(viewer)
         self.cases = CaseNavigator(viewer, self.masks)
@@ -165,6 +174,7 @@ class CamInspector(Container):
                 self.run_volume,
                 self.cancel,
                 self.progress,
+                self.per_sequence,
                 self.per_map,
                 self.threshold,
             ],
@@ -206,6 +216,7 @@ class CamInspector(Container):
         self.run_volume.clicked.connect(self.run_whole_volume)
         self.cancel.clicked.connect(self.cancel_run)
         self.per_map.changed.connect(self.update_masks)
+        self.per_sequence.changed.connect(self._per_sequence_toggled)
         self.protocol.changed.connect(self._show_runs)
         for control in (self.model, self.checkpoint):
             control.changed.connect(self._offer_protocols)
@@ -232,6 +243,7 @@ class CamInspector(Container):
                 "protocol": self.protocol,
                 "threshold": self.threshold,  # before per_map: moving it unticks per_map
                 "per_map": self.per_map,
+                "per_sequence": self.per_sequence,
                 "mask_style": self.display.mask_style,
             },
         )
@@ -453,6 +465,8 @@ class CamInspector(Container):
             run = self._runs[label]
             protocol, note = protocol_for(self.protocol.value, run.meta)
             maps, settings, protocol, more = shown_maps(run, protocol)
+            if not self.per_sequence.value:  # fewer layers: a quicker first click
+                maps = {n: v for n, v in maps.items() if n not in LAYER_NAMES} or maps
             self._shown = (run.meta, protocol, note or more)
             self._shown_count += 1  # its masks are made again (see update_masks)
             for data, kwargs, _ in cam_layers(
@@ -469,6 +483,22 @@ class CamInspector(Container):
         if self._runs:
             newest = self._runs[next(reversed(self._runs))].result
             self.plot.set_result(newest.slice_prob, newest.computed)
+
+    def _per_sequence_toggled(self, shown: bool) -> None:
+        """Add every run's per-sequence CAMs and masks, or remove them (an edited mask stays).
+
+        The selected layer stays selected (it picks the run of the side-by-side grid)."""
+        if shown:
+            selected = self.viewer.layers.selection.active
+            self._show_runs()
+            if selected is not None:
+                self.viewer.layers.selection.active = selected
+            return
+        for layer in list(self.viewer.layers):
+            info = layer_info(layer)
+            if "run" in info and info.get("map") in LAYER_NAMES and not info.get("edited"):
+                self.viewer.layers.remove(layer)
+        self._show_in_use()
 
     def _threshold_moved(self, _value=None) -> None:
         """Moving the slider means one threshold for every map."""

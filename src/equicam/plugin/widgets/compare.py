@@ -16,6 +16,7 @@ from napari.layers import Image, Labels
 from napari.utils import notifications
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
+from equicam.core.brats import LAYER_NAMES
 from equicam.plugin.cam_layers import compare_table, layer_info, mask_layer_name
 from equicam.plugin.layers import GROUND_TRUTH
 
@@ -36,14 +37,22 @@ class ComparePanel(Container):
     default_map
         The map whose runs are compared when the selected layer is not a CAM or a mask
         (e.g. ``fused_mean``).
+    show_sequences
+        Makes the per-sequence CAM layers of the runs (the grid of one run's sequences
+        needs them).
     """
 
     def __init__(
-        self, viewer, scans: Callable[[], dict[str, Image]], default_map: Callable[[], str]
+        self,
+        viewer,
+        scans: Callable[[], dict[str, Image]],
+        default_map: Callable[[], str],
+        show_sequences: Callable[[], None],
     ) -> None:
         super().__init__(labels=False)
         self.viewer = viewer
         self._scans, self._default_map = scans, default_map
+        self._show_sequences = show_sequences
         self._saved: tuple[list, dict] | None = None
         self._underlays: list[Image] = []
         self.side_by_side = ComboBox(label="side by side", choices=GRID_MODES, value="off")
@@ -81,14 +90,22 @@ class ComparePanel(Container):
             key, value = "map", chosen.get("map", self._default_map())
         else:
             key, value = "run", chosen.get("run", layer_info(cams[-1])["run"])
+        order = list(LAYER_NAMES)  # sequences in their usual order, made when they were
+
+        def place(cam: Image) -> int:
+            name = layer_info(cam)["map"]
+            return order.index(name) if name in order else len(order)
+
         return [
             (scans.get(layer_info(c)["map"], fallback), c)
-            for c in cams
+            for c in sorted(cams, key=place)
             if layer_info(c)[key] == value
         ]
 
     def grid_on(self, mode: str) -> bool:
         """One cell per CAM: its scan, the CAM and its mask outline; False if nothing to show."""
+        if mode == "sequences of one run":
+            self._show_sequences()
         viewer, cells = self.viewer, self._cells(mode)
         if not cells:
             notifications.show_info("CAM inspector: run a model first, then compare")
