@@ -38,7 +38,14 @@ from equicam.core.evaluation import evaluate
 from equicam.core.preprocess import brain_mask, normalise_volume
 from equicam.core.scoring import STRATA, cohort, score_maps
 
-COLUMNS = (*MODALITIES, "fused_mean", "fused_max", "fused_geometric", "fused_weighted")
+COLUMNS = (
+    *MODALITIES,
+    "fused_mean",
+    "fused_max",
+    "fused_geometric",
+    "fused_weighted",
+    "second_stage",
+)
 METHOD_LABELS = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
 
 
@@ -128,7 +135,8 @@ def table(rows: list[tuple[str, dict]]) -> str:
         "| --- | --- |" + " --- |" * (len(STRATA) + 4),
     ]
     for label, results in rows:
-        names = [n for n in ("fused_weighted", best_sequence(results)) if n in results["summary"]]
+        main_maps = ("fused_weighted", "second_stage", best_sequence(results))
+        names = [n for n in main_maps if n in results["summary"]]
         out += [_detail_row(label, results, name) for name in names]
     return "\n".join(out) + "\n"
 
@@ -176,6 +184,24 @@ def figure(test_dir: Path, checkpoints: dict, path: Path, n_slices: int = 4) -> 
     plt.close(fig)
 
 
+def row_label(name: str, method: str, results: dict) -> str:
+    """A row's name with how its networks were made: a CAM model's size, widths, epochs and
+    protocol; a second stage's size, widths, the pseudo-masks it learnt and the corrected cases
+    it was fine-tuned on."""
+    meta = read_metadata(resolve_checkpoint(results["checkpoint"]))
+    model = meta["model"]
+    size = f"{model['input_size']} px, widths {model['widths'][0]}-{model['widths'][-1]}"
+    if results.get("model_kind") == "segnet":
+        learnt = meta.get("trained_on", {})
+        source = f"{learnt.get('protocol', 'refined')} {learnt.get('map', '?')} pseudo-masks"
+        tuned = meta.get("fine_tuned")
+        if tuned:
+            source += f", fine-tuned on {len(tuned['cases'])} corrected cases"
+        return f"{name}, second stage ({size}, {learnt.get('steps', '?')} steps on {source})"
+    setting = f"{size}, {meta.get('epochs', '?')} epochs, {results['protocol']} protocol"
+    return f"{name}, {METHOD_LABELS[method]} ({setting})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", type=Path, required=True, help="held-out cases")
@@ -216,15 +242,10 @@ def main() -> None:
             log=lambda _: None,
             protocol=protocols[name] or None,
         )
-        meta = read_metadata(resolve_checkpoint(checkpoints[name]))
-        model = meta["model"]
-        setting = (
-            f"{model['input_size']} px, widths {model['widths'][0]}-{model['widths'][-1]}, "
-            f"{meta.get('epochs', '?')} epochs, {results['protocol']} protocol"
-        )
-        rows.append((f"{name}, {METHOD_LABELS[method]} ({setting})", results))
-        weighted = results["summary"].get("fused_weighted", {}).get("dice_mean", float("nan"))
-        print(f"{name} {method}: {time.perf_counter() - start:.0f} s, weighted {weighted:.3f}")
+        rows.append((row_label(name, method, results), results))
+        summary = results["summary"]
+        score = summary.get("fused_weighted", summary.get("second_stage", {})).get("dice_mean")
+        print(f"{name} {method}: {time.perf_counter() - start:.0f} s, Dice {score:.3f}")
 
     val_ids = set((args.cache / "splits" / "val.txt").read_text().split())
     val_cases = [load_case(f) for f in find_cases(args.val) if f.case_id in val_ids]

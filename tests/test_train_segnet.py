@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from equicam.core.checkpoint import CheckpointError, save_checkpoint
+from equicam.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.mask_edit import grow
 from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.core.refine import apply_protocol
 from equicam.core.segnet import load_segnet, pseudo_targets, segment_volume, with_context
 from training.data import SliceCache
-from training.train_segnet import main
+from training.train_segnet import GUIDED_BAND_MM, main, pseudo_labelled
 
 
 def test_context_stacks_neighbours_and_repeats_the_edges():
@@ -60,3 +63,52 @@ def test_a_short_run_lowers_its_loss_and_writes_a_loadable_checkpoint(tiny_cache
         main(args)
     with pytest.raises(CheckpointError, match="not a second-stage"):
         load_segnet(cam_path)
+
+
+def _leaning_cam(tmp_path, protocol: str, settings: dict):
+    """A tiny CAM model that leans towards "tumour", saved with the same protocol settings for
+    each sequence's map and the fused mean."""
+    torch.manual_seed(0)
+    cam = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32)).eval()
+    with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
+        for net in cam.nets.values():
+            net.head.weight[1] += 0.3
+    maps = {name: settings for name in (*cam.modalities, "fused_mean")}
+    entry = {"z_sigma_mm": 0.0, "gate": 0.5, "maps": maps}
+    return cam, save_checkpoint(tmp_path / "cam.safetensors", cam, {protocol: entry})
+
+
+def test_guided_targets_are_the_protocols_masks_with_their_edge_ignored(tiny_cache, tmp_path):
+    settings = {"threshold": 0.3, "guide": "flair", "guide_z": 1.0, "guide_reach_mm": 0.0}
+    cam, path = _leaning_cam(tmp_path, "guided", settings)
+    _, meta = load_checkpoint(path)
+    data = SliceCache(tiny_cache, "train", cam.modalities)
+    _, targets, weights = pseudo_labelled(cam, meta, data, "fused_mean", 1, "cpu", "guided")
+    expected, edges = [], []
+    for case_id in data.case_ids:
+        images, _ = data.case_slices(case_id)
+        volume = {m: images[:, i] for i, m in enumerate(cam.modalities)}
+        spacing = data.case_spacing(case_id)
+        result = run_to_end(cam_volume(cam, volume, fusions=("mean",)))
+        _, masks, _ = apply_protocol(result, "guided", meta, spacing, images=volume)
+        mask = masks["fused_mean"] > 0
+        expected.append(mask)
+        edges.append(grow(mask, spacing, GUIDED_BAND_MM) & ~mask)
+    expected, edges = np.concatenate(expected), np.concatenate(edges)
+    assert expected.any() and edges.any()
+    np.testing.assert_array_equal(targets, expected)
+    np.testing.assert_array_equal(weights == 0, edges)  # the edge alone is ignored
+    assert set(np.unique(weights)) == {0.0, 1.0}
+
+
+def test_a_guided_augmented_run_records_what_it_learnt_from(tiny_cache, tmp_path):
+    settings = {"threshold": 0.3, "guide": "flair", "guide_z": 1.0, "guide_reach_mm": 0.0}
+    _, cam_path = _leaning_cam(tmp_path, "guided", settings)
+    out = tmp_path / "second"
+    args = ["--cache", str(tiny_cache), "--cam", str(cam_path), "--out", str(out)]
+    args += ["--protocol", "guided", "--augment", "0.5", "--steps", "60"]
+    args += ["--widths", "4,8,8,8", "--input-size", "32", "--device", "cpu"]
+    _, meta = load_segnet(main(args))
+    losses = json.loads((out / "losses.json").read_text())
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert meta["trained_on"]["protocol"] == "guided" and meta["trained_on"]["augment"] == 0.5

@@ -1,13 +1,15 @@
-"""Train the second stage on refined pseudo-masks of the training patients.
+"""Train the second stage on pseudo-masks of the training patients.
 
     python -m training.train_segnet --cache CACHE --cam CKPT --out DIR [--steps N] [...]
 
-The CAM checkpoint ``CKPT`` (with calibrated ``refined`` settings, see ``training.calibrate``)
-makes a refined pseudo-mask of one map (``--map``, default the fused mean) for every training
-patient of the slice cache; no pixel label of a training patient is read. The network learns
-the mask before growth, each voxel weighted by the map's confidence, the band that growth adds
-ignored (:func:`~equicam.core.segnet.pseudo_targets`). Its threshold is then chosen on the
-validation patients' pixel labels, as the CAM models' thresholds are. Writes
+The CAM checkpoint ``CKPT`` (with calibrated ``refined`` or ``guided`` settings, see
+``training.calibrate``) makes a pseudo-mask of one map (``--map``, default the fused mean) under
+one protocol (``--protocol``) for every training patient of the slice cache; no pixel label of a
+training patient is read. With ``refined`` the network learns the mask before growth, each voxel
+weighted by the map's confidence, the band that growth adds ignored
+(:func:`~equicam.core.segnet.pseudo_targets`); with ``guided``, the guided mask, its outer edge
+ignored. ``--augment P`` changes the look of the inputs at random. Its threshold is then chosen
+on the validation patients' pixel labels, as the CAM models' thresholds are. Writes
 ``DIR/segnet.safetensors`` and ``DIR/losses.json``; never overwrites a file it did not write.
 """
 
@@ -21,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equicam.core.augment import IntensityAugment
 from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.mask_edit import grow
 from equicam.core.refine import MaskSettings, refined_maps, refined_mask, refinement_of
 from equicam.core.segnet import (
     SegConfig,
@@ -33,11 +37,26 @@ from equicam.core.segnet import (
 from equicam.core.segnet_fit import best_threshold, training_losses
 from training.data import SliceCache
 
+# the edge of a guided pseudo-mask that the second stage neither learns as tumour nor as healthy
+GUIDED_BAND_MM = 2.0
+
 
 def pseudo_labelled(
-    cam_model, cam_meta: dict, data: SliceCache, name: str, context: int, device: str
+    cam_model,
+    cam_meta: dict,
+    data: SliceCache,
+    name: str,
+    context: int,
+    device: str,
+    protocol: str = "refined",
 ):
-    """Slices with context, targets and weights of a split, from refined pseudo-masks.
+    """Slices with context, targets and weights of a split, from the CAM model's pseudo-masks.
+
+    ``refined``: the target is the map's mask before growth, each voxel weighted by the map's
+    confidence, the band that growth adds ignored. ``guided``: the target is the guided mask
+    (the bright regions of the guide sequence that the map touches), every voxel weighing 1
+    but those within :data:`GUIDED_BAND_MM` outside it (where the scan and the tumour's edge
+    may disagree), which are ignored.
 
     Returns
     -------
@@ -45,7 +64,7 @@ def pseudo_labelled(
         ``(N, C, S, S)`` float32, ``(N, S, S)`` uint8 and float32 at the cache's size, where
         ``C`` is every sequence at ``2 context + 1`` slices.
     """
-    refinement = refinement_of(cam_meta)
+    refinement = refinement_of(cam_meta, protocol=protocol)
     settings = refinement.mask_settings(name)
     before_growth = MaskSettings(
         settings.threshold, settings.largest_only, settings.min_component_mm3
@@ -58,8 +77,13 @@ def pseudo_labelled(
         fusions = ("mean", "max", "geometric", "weighted")
         result = run_to_end(cam_volume(cam_model, volume, device=device, fusions=fusions))
         confidence = refined_maps(result, spacing[0], refinement, cam_model.fusion_weights)[name]
-        mask = refined_mask(confidence, result.brain, spacing, settings)
-        core = refined_mask(confidence, result.brain, spacing, before_growth)
+        if protocol == "guided":
+            core = refined_mask(confidence, result.brain, spacing, settings, volume)
+            mask = grow(core, spacing, GUIDED_BAND_MM)
+            confidence = np.ones_like(confidence)
+        else:
+            mask = refined_mask(confidence, result.brain, spacing, settings)
+            core = refined_mask(confidence, result.brain, spacing, before_growth)
         target, weight = pseudo_targets(mask, core, confidence)
         inputs.append(with_context(images, context))
         targets.append(target)
@@ -93,6 +117,18 @@ def main(argv=None) -> Path:
     parser.add_argument("--cam", required=True, help="CAM checkpoint with refined settings")
     parser.add_argument("--out", required=True, type=Path, help="new output folder")
     parser.add_argument("--map", default="fused_mean", help="map whose pseudo-masks are learnt")
+    parser.add_argument(
+        "--protocol",
+        choices=("refined", "guided"),
+        default="refined",
+        help="protocol of the pseudo-masks (its settings must be in the CAM checkpoint)",
+    )
+    parser.add_argument(
+        "--augment",
+        type=float,
+        default=0.0,
+        help="probability of each intensity change per input channel (0: none)",
+    )
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -116,7 +152,7 @@ def main(argv=None) -> Path:
     )
     train = SliceCache(args.cache, "train", config.modalities)
     inputs, targets, weights = pseudo_labelled(
-        cam_model, cam_meta, train, args.map, config.context, device
+        cam_model, cam_meta, train, args.map, config.context, device, args.protocol
     )
     model = SegNet(config)
     losses = train_steps(
@@ -129,6 +165,7 @@ def main(argv=None) -> Path:
         lr=args.lr,
         seed=args.seed,
         device=device,
+        augment=IntensityAugment(p=args.augment) if args.augment > 0 else None,
     )
     chosen = choose_threshold(model, SliceCache(args.cache, "val", config.modalities), device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +176,8 @@ def main(argv=None) -> Path:
             "cache": str(args.cache),
             "cam_checkpoint": str(args.cam),
             "map": args.map,
+            "protocol": args.protocol,
+            "augment": args.augment,
             "train_cases": len(train.case_ids),
             "steps": args.steps,
             "batch_size": args.batch_size,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from equicam.core.augment import IntensityAugment, augment_intensity
 from equicam.core.checkpoint import BUNDLED_DIR, CheckpointError
 from equicam.core.evaluation import SWEEP
 from equicam.core.inference import Progress
@@ -49,9 +50,14 @@ def training_losses(
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "cpu",
+    augment: IntensityAugment | None = None,
 ) -> Iterator[float]:
     """Train ``model`` for ``steps`` batches of random slices with random flips, yielding the
-    loss (:func:`weighted_loss`) after each step (stop iterating to stop training)."""
+    loss (:func:`weighted_loss`) after each step (stop iterating to stop training).
+
+    ``augment`` changes the look of every input channel at random
+    (:func:`~equicam.core.augment.augment_intensity`), as the CAM networks' training does, so
+    that the network cannot lean on one scanner's contrast."""
     size = model.config.input_size
     x_all = to_input(torch.from_numpy(inputs), size)
     y_all = to_input(torch.from_numpy(targets[:, None].astype(np.float32)), size, nearest=True)
@@ -64,6 +70,8 @@ def training_losses(
         x, y, w = x_all[pick], y_all[pick, 0].long(), w_all[pick, 0]
         if torch.rand(1, generator=generator) < 0.5:  # left-right flip: brains are symmetric
             x, y, w = x.flip(-1), y.flip(-1), w.flip(-1)
+        if augment is not None:
+            x = augment_intensity(x, generator, augment)
         x, y, w = x.to(device), y.to(device), w.to(device)
         loss = weighted_loss(model, x, y, w)
         optimiser.zero_grad()
