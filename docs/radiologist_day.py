@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from screenshots import settle  # noqa: E402
 
 from equicam.core.synth import write_cases  # noqa: E402
+from equicam.plugin.cam_layers import mask_layer_name  # noqa: E402
 from equicam.plugin.layers import GROUND_TRUTH  # noqa: E402
 from equicam.plugin.viewer import open_viewer  # noqa: E402
 
 SIZE = (1366, 768)
-MASK = "mask fused weighted (equivariant)"
+MASK = mask_layer_name("fused_weighted", "equivariant")
 
 
 def key(viewer, letter: str, modifiers=Qt.KeyboardModifier.ShiftModifier) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtWidgets import QApplication, QScrollArea
 
+from equicam.plugin.cam_layers import cam_layer_name, mask_layer_name, run_label
 from equicam.plugin.layers import GROUND_TRUTH
 from equicam.plugin.viewer import open_viewer
 
@@ -79,7 +80,7 @@ def run_volume(inspector: CamInspector, model: str, method: str) -> None:
     inspector.model.value, inspector.method.value = model, method
     inspector.run_volume.clicked()
     settle(lambda: not inspector.cancel.enabled)  # Cancel is enabled while the worker runs
-    name = f"CAM fused weighted ({model}{'' if method == 'cam' else ', Grad-CAM++'})"
+    name = cam_layer_name("fused_weighted", run_label(model, method))
     if name not in inspector.viewer.layers:
         raise RuntimeError(f"the run made no layer '{name}'")
 
@@ -131,7 +132,7 @@ def main(out: Path) -> None:
     shot("compare")
     inspector.comparison.side_by_side.value = "off"
 
-    mask = viewer.layers["mask fused weighted (equivariant)"]
+    mask = viewer.layers[mask_layer_name("fused_weighted", "equivariant")]
     for layer in viewer.layers:
         layer.visible = layer in (viewer.layers["FLAIR"], mask)
     viewer.layers.selection.active = mask

@@ -11,6 +11,7 @@ from napari.utils.notifications import notification_manager
 from equicam.core.brats import load_case
 from equicam.core.checkpoint import save_checkpoint
 from equicam.core.model import ModelConfig, MultiModalCAM
+from equicam.plugin.cam_layers import cam_layer_name, mask_layer_name
 from equicam.plugin.sample_data import SAMPLE_CASE
 from equicam.plugin.widgets.cam_inspector import CHECKPOINT_FILE, CamInspector
 from equicam.plugin.widgets.compare import TITLE_FONT_SIZE
@@ -71,15 +72,15 @@ def test_pickers_fill_from_the_open_scans_and_a_modality_may_be_left_empty(inspe
     widget.pickers["t2"].value = None
     widget.per_sequence.value = True
     _run_slice(qtbot, widget)
-    assert "CAM FLAIR (tiny)" in viewer.layers and "CAM T1ce (tiny)" in viewer.layers
-    assert "CAM T1 (tiny)" not in viewer.layers and "mask T2 (tiny)" not in viewer.layers
-    assert "CAM FLAIR (tiny)" not in widget.pickers["flair"].choices  # outputs are no inputs
+    assert "CAM FLAIR tiny" in viewer.layers and "CAM T1ce tiny" in viewer.layers
+    assert "CAM T1 tiny" not in viewer.layers and "mask T2 tiny" not in viewer.layers
+    assert "CAM FLAIR tiny" not in widget.pickers["flair"].choices  # outputs are no inputs
 
 
 def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(inspector, qtbot):
     viewer, widget, case = inspector
     _run_slice(qtbot, widget)
-    cam = viewer.layers["CAM fused weighted (tiny)"]
+    cam = viewer.layers["CAM fused·w tiny"]
     scan = viewer.layers["FLAIR"]
     assert cam.data.shape == scan.data.shape
     np.testing.assert_allclose(cam.scale, scan.scale)
@@ -89,7 +90,7 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     assert cam.metadata["equicam"]["geometry"] is scan.metadata["equicam"]["geometry"]
     computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
     assert computed.tolist() == [40]
-    mask = viewer.layers["mask fused weighted (tiny)"]
+    mask = viewer.layers["mask fused·w tiny"]
     np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
 
     assert set(widget.plot.probabilities) == {"t1", "t1ce", "t2", "flair"}
@@ -102,9 +103,7 @@ def test_current_slice_then_whole_volume_give_named_layers_in_the_scan_geometry(
     computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
     assert len(computed) > 20
     widget.threshold.value = 0.3
-    np.testing.assert_array_equal(
-        viewer.layers["mask fused weighted (tiny)"].data, cam.data >= 0.3
-    )
+    np.testing.assert_array_equal(viewer.layers["mask fused·w tiny"].data, cam.data >= 0.3)
 
 
 def test_per_sequence_maps_are_added_on_request_and_removed_but_an_edited_mask(inspector, qtbot):
@@ -112,26 +111,26 @@ def test_per_sequence_maps_are_added_on_request_and_removed_but_an_edited_mask(i
     assert not widget.per_sequence.value  # by default: the fused map alone, a quick first click
     _run_slice(qtbot, widget)
     made = [layer.name for layer in viewer.layers if "run" in layer.metadata.get("equicam", {})]
-    assert made == ["CAM fused weighted (tiny)", "mask fused weighted (tiny)"]
+    assert made == ["CAM fused·w tiny", "mask fused·w tiny"]
 
     widget.per_sequence.value = True  # from the run already made: the networks do not run
     assert widget._worker is None
     for m in ("T1", "T1ce", "T2", "FLAIR"):
-        cam, mask = viewer.layers[f"CAM {m} (tiny)"], viewer.layers[f"mask {m} (tiny)"]
+        cam, mask = viewer.layers[f"CAM {m} tiny"], viewer.layers[f"mask {m} tiny"]
         assert not cam.visible and not mask.visible  # on request, but hidden: not crowded
         computed = np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1))
         assert computed.tolist() == [40]
         np.testing.assert_array_equal(mask.data, cam.data >= 0.5)
     viewer.dims.current_step = (30, 0, 0)
     _run_slice(qtbot, widget)  # later runs update them too
-    cam = viewer.layers["CAM T2 (tiny)"].data
+    cam = viewer.layers["CAM T2 tiny"].data
     assert np.flatnonzero(cam.reshape(len(cam), -1).any(axis=1)).tolist() == [30, 40]
 
-    edited = viewer.layers["mask FLAIR (tiny)"]
+    edited = viewer.layers["mask FLAIR tiny"]
     edited.paint((40, 50, 50), 1)
     widget.per_sequence.value = False
     left = [layer.name for layer in viewer.layers if "run" in layer.metadata.get("equicam", {})]
-    assert left == ["CAM fused weighted (tiny)", "mask fused weighted (tiny)", "mask FLAIR (tiny)"]
+    assert left == ["CAM fused·w tiny", "mask fused·w tiny", "mask FLAIR tiny"]
     assert edited.data[40, 50, 50] == 1
 
 
@@ -157,26 +156,26 @@ def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(
     _run_slice(qtbot, widget)
 
     def mask_of(name):
-        return viewer.layers[f"mask {name} (permap)"].data
+        return viewer.layers[mask_layer_name(name, "permap")].data
 
     def cam_of(name):
-        return viewer.layers[f"CAM {name} (permap)"].data
+        return viewer.layers[cam_layer_name(name, "permap")].data
 
     assert widget.per_map.value and widget.threshold.value == 0.5
-    for name, threshold in (("FLAIR", 0.2), ("fused weighted", 0.6), ("T1", 0.5)):
+    for name, threshold in (("flair", 0.2), ("fused_weighted", 0.6), ("t1", 0.5)):
         np.testing.assert_array_equal(mask_of(name), cam_of(name) >= threshold)
     widget.threshold.value = 0.35
     assert not widget.per_map.value
-    for name in ("FLAIR", "fused weighted", "T1"):
+    for name in ("flair", "fused_weighted", "t1"):
         np.testing.assert_array_equal(mask_of(name), cam_of(name) >= 0.35)
     widget.per_map.value = True
-    np.testing.assert_array_equal(mask_of("FLAIR"), cam_of("FLAIR") >= 0.2)
+    np.testing.assert_array_equal(mask_of("flair"), cam_of("flair") >= 0.2)
 
 
 def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     viewer, widget, _ = inspector
     _run_slice(qtbot, widget)
-    mask = viewer.layers["mask fused weighted (tiny)"]
+    mask = viewer.layers["mask fused·w tiny"]
     viewer.layers.selection.active = mask
     assert "unsaved" not in widget.masks.status.value
     volume = np.count_nonzero(mask.data) * np.prod(mask.scale) / 1000
@@ -194,25 +193,24 @@ def test_an_edited_mask_is_kept_and_brush_edits_undo(inspector, qtbot):
     qtbot.waitUntil(lambda: f"{volume:.2f} cm³  (unsaved edits)" in widget.masks.status.value)
 
     widget.threshold.value = 0.7  # would rethreshold: the edited mask must survive
-    assert mask.name == "mask fused weighted (tiny) edited"
+    assert mask.name == "mask fused·w tiny edited"
     np.testing.assert_array_equal(mask.data, edited)
-    fresh = viewer.layers["mask fused weighted (tiny)"]
-    np.testing.assert_array_equal(
-        fresh.data, viewer.layers["CAM fused weighted (tiny)"].data >= 0.7
-    )
+    fresh = viewer.layers["mask fused·w tiny"]
+    np.testing.assert_array_equal(fresh.data, viewer.layers["CAM fused·w tiny"].data >= 0.7)
     _run_slice(qtbot, widget)  # a re-run keeps it too
-    np.testing.assert_array_equal(viewer.layers["mask fused weighted (tiny) edited"].data, edited)
+    np.testing.assert_array_equal(viewer.layers["mask fused·w tiny edited"].data, edited)
 
 
 def test_save_writes_the_mask_in_the_scan_geometry_and_reloads_equal(inspector, tmp_path, qtbot):
     viewer, widget, case = inspector
     widget.per_sequence.value = True
     _run_slice(qtbot, widget)
-    mask = viewer.layers["mask FLAIR (tiny)"]
+    mask = viewer.layers["mask FLAIR tiny"]
     mask.paint((40, 50, 50), 1)
     viewer.layers.selection.active = mask
     saved = case / "BraTS2021_00000_mask_FLAIR_tiny.nii.gz"
     assert widget.masks.save_path.value == saved  # where it goes, shown before saving
+    assert "mask FLAIR (tiny), paper protocol" in widget.masks.status.value  # its full name
     widget.masks.save.native.click()
     assert saved.is_file() and "unsaved" not in widget.masks.status.value
     image = nib.load(saved)
@@ -272,7 +270,7 @@ def test_a_bad_checkpoint_is_reported_and_the_widget_stays_usable(inspector, tmp
     _run_slice(qtbot, widget)
     messages = [str(n.message) for n in notification_manager.records]
     assert any("never unpickled" in m and "model.safetensors" in m for m in messages)
-    assert widget.run_slice.enabled and "CAM fused weighted (bad)" not in viewer.layers
+    assert widget.run_slice.enabled and "CAM fused·w bad" not in viewer.layers
 
 
 def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
@@ -284,7 +282,7 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
     widget.comparison.compare.native.click()
     rows = widget.comparison.table.value["data"]
     assert len(rows) == 2 and all(0 <= float(row[1]) <= 1 and float(row[2]) >= 0 for row in rows)
-    assert "mask fused weighted (other, Grad-CAM++)" in [row[0] for row in rows]
+    assert "mask fused·w other GC++" in [row[0] for row in rows]
     table = widget.comparison.table.native
     shown = table.itemDelegate().displayText(rows[0][1], table.locale())
     assert shown == rows[0][1] and len(shown.split(".")[1]) == 3  # as written, not 4 decimals
@@ -303,37 +301,37 @@ def test_compare_table_and_side_by_side_grid(inspector, tmp_path, qtbot):
     assert grid.enabled and grid.stride == 3
     assert cells() == [
         [
-            "FLAIR (CAM fused weighted (tiny))",
-            "CAM fused weighted (tiny)",
-            "mask fused weighted (tiny)",
+            "FLAIR (CAM fused·w tiny)",
+            "CAM fused·w tiny",
+            "mask fused·w tiny",
         ],
         [
-            "FLAIR (CAM fused weighted (other, Grad-CAM++))",
-            "CAM fused weighted (other, Grad-CAM++)",
-            "mask fused weighted (other, Grad-CAM++)",
+            "FLAIR (CAM fused·w other GC++)",
+            "CAM fused·w other GC++",
+            "mask fused·w other GC++",
         ],
     ]
-    title = viewer.layers["CAM fused weighted (tiny)"].name_overlay
+    title = viewer.layers["CAM fused·w tiny"].name_overlay
     assert title.visible and title.font_size == TITLE_FONT_SIZE < 10  # napari's 10 is cut
     for name in cells()[0]:  # one place in scanner mm: the scan under its CAM and mask
         np.testing.assert_allclose(viewer.layers[name].translate, viewer.layers["FLAIR"].translate)
-    assert viewer.layers["mask fused weighted (tiny)"].contour == 1  # outlined in the grid
+    assert viewer.layers["mask fused·w tiny"].contour == 1  # outlined in the grid
     assert widget.pickers["flair"].value == "FLAIR"
-    assert "FLAIR (CAM fused weighted (tiny))" not in widget.pickers["flair"].choices
+    assert "FLAIR (CAM fused·w tiny)" not in widget.pickers["flair"].choices
 
     widget.comparison.side_by_side.value = "off"
     assert [(layer.name, layer.visible) for layer in viewer.layers] == before
-    viewer.layers.selection.active = viewer.layers["CAM fused weighted (tiny)"]
+    viewer.layers.selection.active = viewer.layers["CAM fused·w tiny"]
     widget.comparison.side_by_side.value = "sequences of one run"  # makes the sequences' maps
     assert widget.per_sequence.value
     assert [cell[:2] for cell in cells()] == [
-        [f"{scan} (CAM {name} (tiny))", f"CAM {name} (tiny)"]
+        [f"{scan} (CAM {name} tiny)", f"CAM {name} tiny"]
         for scan, name in [
             ("T1", "T1"),
             ("T1ce", "T1ce"),
             ("T2", "T2"),
             ("FLAIR", "FLAIR"),
-            ("FLAIR", "fused weighted"),
+            ("FLAIR", "fused·w"),
         ]
     ]
     widget.comparison.side_by_side.value = "off"
@@ -350,9 +348,9 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch, qtbot):
 
     viewer, widget, _ = inspector
     _run_slice(qtbot, widget)
-    mask = viewer.layers["mask fused weighted (tiny)"]
+    mask = viewer.layers["mask fused·w tiny"]
     mask.paint((40, 60, 60), 1)
-    assert widget.masks.unsaved_masks() == ["mask fused weighted (tiny)"]
+    assert widget.masks.unsaved_masks() == ["mask fused·w tiny"]
     asked = []
 
     def answer_no(*args):
@@ -362,7 +360,7 @@ def test_closing_with_unsaved_edits_asks_first(inspector, monkeypatch, qtbot):
     monkeypatch.setattr(QMessageBox, "question", answer_no)
     event = QCloseEvent()
     QApplication.sendEvent(widget.native.window(), event)
-    assert asked and "mask fused weighted (tiny)" in asked[0]
+    assert asked and "mask fused·w tiny" in asked[0]
     assert not event.isAccepted()
     viewer.layers.selection.active = mask
     widget.masks.save_path.value = widget.masks.save_path.value  # default path next to the case
@@ -387,12 +385,12 @@ def test_model_and_scans_are_made_ready_in_the_background_once_and_reused(inspec
     widget.run_slice.native.click()
     assert widget._worker is not None and not widget.run_slice.enabled  # runs off the UI thread
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
-    assert "CAM fused weighted (tiny)" in viewer.layers
+    assert "CAM fused·w tiny" in viewer.layers
     viewer.dims.current_step = (30, 0, 0)
     _run_slice(qtbot, widget)
     assert widget._models[key] is loading and widget._normalised[1] is normalised
     assert all(inference_copy(net, "cpu") is copies[m] for m, net in model.nets.items())
-    cam = viewer.layers["CAM fused weighted (tiny)"].data
+    cam = viewer.layers["CAM fused·w tiny"].data
     assert np.flatnonzero(cam.reshape(len(cam), -1).any(axis=1)).tolist() == [30, 40]
     flair = viewer.layers["FLAIR"]
     flair.data = flair.data * 2.0  # a layer's data replaced: its scans are normalised again

@@ -10,6 +10,8 @@ from qtpy.QtWidgets import QApplication, QMessageBox
 
 from equicam.core.brats import load_case
 from equicam.plugin.layers import GROUND_TRUTH
+from equicam.plugin.sample_data import SAMPLE_CASE, chosen_mask_folder
+from equicam.plugin.settings import load_settings
 from equicam.plugin.widgets.cam_inspector import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.gui
@@ -54,7 +56,7 @@ def _run_slice(inspector):
 def _edit_mask(viewer, inspector):
     """Compute the slice under the cursor, then paint on its fused mask (unsaved edit)."""
     _run_slice(inspector)
-    mask = viewer.layers["mask fused weighted (tiny)"]
+    mask = viewer.layers["mask fused·w tiny"]
     z = int(viewer.dims.current_step[0])
     with mask.block_history():
         for y in range(50, 60):
@@ -138,3 +140,30 @@ def test_discarding_edits_switches_and_the_folder_resumes_at_the_first_unfinishe
         "new",
     ]
     assert "mask fused weighted tiny" not in viewer.layers
+
+
+def test_a_chosen_save_folder_is_remembered_and_its_masks_count_as_saved(
+    make_napari_viewer, case_folder, tiny_checkpoint, tmp_path
+):
+    viewer, inspector = _open(make_napari_viewer, case_folder, tiny_checkpoint)
+    folder = tmp_path / "corrections"  # not there yet: made by the first save
+    inspector.masks.save_folder.value = folder
+    mask = _edit_mask(viewer, inspector)
+    edited = np.array(mask.data)
+    viewer.layers.selection.active = mask
+    saved = folder / "BraTS2021_00000_mask_fused_weighted_tiny.nii.gz"
+    assert inspector.masks.save_path.value == saved
+    inspector.masks.save.native.click()
+    assert saved.is_file() and not list((case_folder / "BraTS2021_00000").glob("*mask*"))
+    assert inspector.cases.table.value["data"][0][2] == "saved"
+    viewer.close()
+
+    viewer, inspector = _open(make_napari_viewer, case_folder, tiny_checkpoint)  # a new session
+    assert inspector.masks.save_folder.value == folder
+    assert "BraTS2021_00001" in inspector.cases.title.value  # case 0 counts as saved
+    inspector.cases.previous.native.click()
+    np.testing.assert_array_equal(viewer.layers["mask fused weighted tiny"].data, edited)
+
+    inspector.masks.save_folder.value = SAMPLE_CASE.parent  # inside the package: refused
+    assert inspector.masks.save_folder.value is None and chosen_mask_folder() is None
+    assert load_settings()["masks"] == {"folder": None}  # beside each case again

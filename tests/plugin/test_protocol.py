@@ -56,8 +56,8 @@ def test_switching_the_protocol_changes_masks_and_is_recorded_and_remembered(
     # one slice cannot be refined (gate smoothed along z, whole-volume normalisation): said
     assert "protocol paper (refined needs the whole volume" in widget.in_use.value
     _run_volume(qtbot, widget)
-    mask = viewer.layers["mask fused weighted (tiny)"]
-    cam = viewer.layers["CAM fused weighted (tiny)"]
+    mask = viewer.layers["mask fused·w tiny"]
+    cam = viewer.layers["CAM fused·w tiny"]
     assert mask.metadata["equicam"]["protocol"] == "refined"
     assert widget.in_use.value.startswith("protocol refined; ")
     refined = mask.data.copy()
@@ -103,8 +103,8 @@ def test_a_second_stage_checkpoint_shows_its_probability_and_mask(
     viewer.dims.current_step = (40, 0, 0)
     widget.run_slice.native.click()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
-    cam = viewer.layers["CAM second stage (seg)"]
-    mask = viewer.layers["mask second stage (seg)"]
+    cam = viewer.layers["CAM second stage seg"]
+    mask = viewer.layers["mask second stage seg"]
     assert cam.visible and cam.data.shape == viewer.layers["FLAIR"].data.shape
     assert np.flatnonzero(cam.data.reshape(len(cam.data), -1).any(axis=1)).tolist() == [40]
     np.testing.assert_array_equal(mask.data, cam.data >= 0.5)

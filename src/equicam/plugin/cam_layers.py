@@ -1,7 +1,9 @@
 """Output layers of a CAM run (no Qt): names, layer data, masks, volumes, metrics, save paths.
 
-Names say what a layer is, so that several runs can sit side by side:
-``CAM FLAIR (equivariant)``, ``mask fused mean (baseline, Grad-CAM)``.
+Names are short, so that napari's layer list shows them whole, and distinct, so that several
+runs sit side by side: ``CAM FLAIR eq``, ``mask fused·mean base GC``. The full name
+(``mask fused mean (baseline, Grad-CAM)``) is in the layer's ``metadata["equicam"]["full_name"]``
+and names the mask's default file.
 """
 
 from __future__ import annotations
@@ -48,14 +50,36 @@ def map_title(name: str) -> str:
     return LAYER_NAMES.get(name, name.replace("_", " "))
 
 
-def cam_layer_name(name: str, label: str) -> str:
-    """Name of the CAM image layer of map ``name`` from run ``label``."""
-    return f"CAM {map_title(name)} ({label})"
+# Words of map and run names shortened in layer names; a checkpoint file's name stays whole.
+SHORT_WORDS = {
+    "weighted": "w",
+    "geometric": "geo",
+    "equivariant": "eq",
+    "baseline": "base",
+    "Grad-CAM": "GC",
+    "Grad-CAM++": "GC++",
+}
 
 
-def mask_layer_name(name: str, label: str) -> str:
-    """Name of the pseudo-mask Labels layer of map ``name`` from run ``label``."""
-    return f"mask {map_title(name)} ({label})"
+def _layer_name(kind: str, name: str, label: str, full: bool) -> str:
+    if full:
+        return f"{kind} {map_title(name)} ({label})"
+    fusion = name.removeprefix("fused_")
+    shown = map_title(name) if fusion == name else f"fused·{SHORT_WORDS.get(fusion, fusion)}"
+    run = " ".join(SHORT_WORDS.get(word, word) for word in label.split(", "))
+    return f"{kind} {shown} {run}"
+
+
+def cam_layer_name(name: str, label: str, full: bool = False) -> str:
+    """Name of the CAM image layer of map ``name`` from run ``label``: ``CAM fused·w eq``;
+    ``full``: ``CAM fused weighted (equivariant)``."""
+    return _layer_name("CAM", name, label, full)
+
+
+def mask_layer_name(name: str, label: str, full: bool = False) -> str:
+    """Name of the pseudo-mask Labels layer of map ``name`` from run ``label``:
+    ``mask T2 base GC++``; ``full``: ``mask T2 (baseline, Grad-CAM++)``."""
+    return _layer_name("mask", name, label, full)
 
 
 def cam_layers(
@@ -112,6 +136,7 @@ def _with_map(metadata: dict, name: str, label: str, settings: dict, protocol: s
         {
             "map": name,
             "run": label,
+            "full_name": cam_layer_name(name, label, full=True),
             "protocol": protocol,
             "threshold": settings["threshold"],
             "mask_settings": settings,
@@ -161,13 +186,20 @@ def default_mask_path(info: dict, layer_name: str) -> Path:
     """``<case folder>/<case id>_mask_<layer name slug>.nii.gz`` for a mask layer of a case.
 
     ``info`` is the layer's ``metadata["equicam"]`` (``case_folder``, ``case_id``). The file
-    the layer was last saved to or opened from, when it has one. ``++`` becomes ``pp``
+    the layer was last saved to or opened from, when it has one. A run's short mask name is
+    written in full (``mask fused·w eq edited`` -> ``..._mask_fused_weighted_equivariant_edited``,
+    the files of earlier versions). ``++`` becomes ``pp``
     (Grad-CAM++ and Grad-CAM masks get different names); a slug gets ``mask_`` in front unless
     it starts with ``mask``, and a name that would end like a scan (``_t2``, ``_seg``...) gets
     ``_mask`` too; the sample case's masks go to the user's folder.
     """
     if info.get("saved_file"):
         return Path(info["saved_file"])
+    if {"map", "run"} <= info.keys():
+        short = mask_layer_name(info["map"], info["run"])
+        if layer_name.startswith(short):
+            full = mask_layer_name(info["map"], info["run"], full=True)
+            layer_name = full + layer_name.removeprefix(short)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", layer_name.replace("++", "pp")).strip("_")
     if not slug.lower().startswith("mask"):
         slug = f"mask_{slug}"  # found as a saved mask, and opened by equicam's reader

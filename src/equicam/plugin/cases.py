@@ -2,8 +2,9 @@
 
 Progress is remembered per folder in the settings file (:mod:`.settings`): each case's
 status and mask volume, and the case last open. A case's saved masks are the files
-``<case id>_mask*.nii.gz`` in its folder (the names "Save selected mask" writes), so a case
-counts as saved even when its masks were saved in another session.
+``<case id>_mask*.nii.gz`` in its folder or in the chosen save folder (the names "Save
+selected mask" writes), so a case counts as saved even when its masks were saved in another
+session.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from equicam.core.brats import Case, CaseError, CaseFiles, find_case, find_cases, load_case
+from equicam.plugin.sample_data import mask_folder
 from equicam.plugin.settings import load_settings, update_settings
 
 STATUSES = ("new", "maps computed", "edited", "saved")
@@ -43,10 +45,14 @@ def holds_cases(path: Path) -> bool:
 
 
 def saved_masks(files: CaseFiles) -> list[Path]:
-    """The masks saved next to a case, oldest first (so the newest is added on top)."""
+    """The masks saved next to a case or in its mask folder (the chosen save folder, the
+    user's for the sample case), oldest first (so the newest is added on top)."""
+    folders = {files.folder, mask_folder(files.folder, files.case_id)}
     found = [
-        *files.folder.glob(f"{files.case_id}_mask*.nii.gz"),
-        *files.folder.glob(f"{files.case_id}_mask*.nii"),
+        path
+        for folder in folders
+        for pattern in (f"{files.case_id}_mask*.nii.gz", f"{files.case_id}_mask*.nii")
+        for path in folder.glob(pattern)
     ]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 

@@ -17,7 +17,7 @@ from equicam.core.brats import CaseError, save_volume
 from equicam.core.cam_output import description
 from equicam.core.errors import EquicamError
 from equicam.plugin.reader import prefer_for_masks
-from equicam.plugin.sample_data import user_mask_folder
+from equicam.plugin.sample_data import chosen_mask_folder, user_mask_folder
 
 
 def write_mask(path: str, data: Any, meta: dict) -> list[str]:
@@ -102,8 +102,8 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
 
     ``path`` is replaced only when it is the file this layer was last saved to or opened
     from (``info["saved_file"]``); any other existing file is kept and the mask is written
-    beside it (``name_2.nii.gz``...). A folder under the user's mask folder is created.
-    Records the written file in ``info["saved_file"]``.
+    beside it (``name_2.nii.gz``...). A folder under the user's mask folder or the chosen
+    save folder is created. Records the written file in ``info["saved_file"]``.
 
     Raises
     ------
@@ -113,7 +113,8 @@ def save_mask_layer(data: Any, info: dict, path: str | Path) -> Path:
     labels = np.asarray(data)
     path = Path(path)
     _check_labels(path, labels)
-    if path.parent.resolve().is_relative_to(user_mask_folder().resolve()):
+    ours = [f for f in (user_mask_folder(), chosen_mask_folder()) if f is not None]
+    if any(path.parent.resolve().is_relative_to(folder.resolve()) for folder in ours):
         path.parent.mkdir(parents=True, exist_ok=True)
     own = info.get("saved_file") == str(path)
     candidate, number = path, 1

@@ -531,6 +531,7 @@ class CamInspector(Container):
                 cam.data, info["mask_settings"], threshold, run.result.brain, cam.scale, run.images
             )
             mask_info = {k: v for k, v in info.items() if k != "mask_settings"}
+            mask_info["full_name"] = mask_layer_name(info["map"], info["run"], full=True)
             if name in self.viewer.layers and layer_info(self.viewer.layers[name]).get("edited"):
                 kept = self.viewer.layers[name]
                 kept.name = f"{name} edited"

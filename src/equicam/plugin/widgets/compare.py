@@ -22,7 +22,7 @@ from equicam.plugin.layers import GROUND_TRUTH
 
 GRID_MODES = ["off", "sequences of one run", "runs of one map"]
 
-TITLE_FONT_SIZE = 8  # napari's 10 cuts "CAM fused weighted (equivariant)" in a third of the canvas
+TITLE_FONT_SIZE = 8  # napari's 10 is large for a title in a third of the canvas
 
 
 class ComparePanel(Container):
@@ -180,6 +180,9 @@ class ComparePanel(Container):
         rows["ASSD (mm)"] = [f"{v:.1f}" for v in rows["ASSD (mm)"]]
         rows["HD95 (mm)"] = [f"{v:.1f}" for v in rows["HD95 (mm)"]]
         self.table.value = rows
+        for row, name in enumerate(rows["mask"]):  # layer names are short: the full one on hover
+            full = layer_info(self.viewer.layers[name]).get("full_name", name)
+            self.table.native.item(row, 0).setToolTip(full)
         self.table.visible = True
         header = self.table.native.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)

@@ -1,4 +1,5 @@
-"""Correct and save: the selected mask's volume, its unsaved edits, and "Save selected mask".
+"""Correct and save: the selected mask's volume, its unsaved edits, the save folder (remembered)
+and "Save selected mask".
 
 Edits are napari's own brush strokes (undoable with Ctrl-Z); each stroke marks the mask as
 edited and unsaved. A mask is saved as NIfTI in its scan's geometry, never over an input scan,
@@ -18,6 +19,8 @@ from qtpy.QtWidgets import QMessageBox
 
 from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import default_mask_path, layer_info, volume_cm3
+from equicam.plugin.sample_data import chosen_mask_folder, in_package
+from equicam.plugin.settings import update_settings
 from equicam.plugin.writer import save_mask_layer
 
 
@@ -78,7 +81,8 @@ class _CloseGuard(QObject):
 
 
 class MaskTools(Container):
-    """Volume (cm³) and unsaved state of the selected mask; save it next to the case."""
+    """Volume (cm³) and unsaved state of the selected mask; save it next to the case or in the
+    chosen save folder."""
 
     status_changed = Signal()  # after an edit, a save or a new selection
 
@@ -88,9 +92,19 @@ class MaskTools(Container):
         self._close_guard = _CloseGuard(self)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # a long mask name must not widen the dock
+        self.save_folder = FileEdit(
+            label="save folder",
+            mode="d",
+            nullable=True,
+            value=chosen_mask_folder(),
+            tooltip="where masks are saved by default, remembered; empty: beside each case "
+            "(~/equicam-masks for the sample case)",
+        )
+        self.save_folder.line_edit.native.setPlaceholderText("beside each case")
         self.save_path = FileEdit(label="save as", mode="w", filter="*.nii.gz")
         self.save = PushButton(text="Save selected mask", tooltip=shortcuts.tooltip("save_mask"))
-        self.extend([self.status, self.save_path, self.save])
+        self.extend([self.status, self.save_folder, self.save_path, self.save])
+        self.save_folder.changed.connect(self._folder_chosen)
         self.save.clicked.connect(self.save_selected)
         viewer.layers.selection.events.active.connect(self._selected)
 
@@ -114,6 +128,19 @@ class MaskTools(Container):
             if isinstance(layer, Labels) and not layer_info(layer).get("saved", True)
         ]
 
+    def _folder_chosen(self, folder: Path | None) -> None:
+        """Remember the save folder (never one inside the installed package) and show the
+        selected mask's new default file."""
+        if folder is not None and in_package(folder):
+            notifications.show_error(
+                f"CAM inspector: {folder} lies inside the installed napari-equicam package, "
+                "which a reinstall replaces; choose another save folder"
+            )
+            self.save_folder.value = None
+            return
+        update_settings("masks", {"folder": None if folder is None else str(folder)})
+        self._selected()
+
     def _selected(self, _event=None) -> None:
         layer = self.viewer.layers.selection.active
         if isinstance(layer, Labels) and "case_folder" in layer_info(layer):
@@ -121,14 +148,17 @@ class MaskTools(Container):
         self.show_status()
 
     def show_status(self) -> None:
-        """Show the selected mask's volume and whether it has unsaved edits."""
+        """Show the selected mask's volume and whether it has unsaved edits, and the full name
+        of the selected CAM or mask (its layer name is short)."""
         layer = self.viewer.layers.selection.active
-        if not isinstance(layer, Labels):
-            self.status.value = ""
-        else:
-            unsaved = "  (unsaved edits)" if not layer_info(layer).get("saved", True) else ""
-            volume = volume_cm3(layer.data, layer.scale)
-            self.status.value = f"{layer.name}: {volume:.2f} cm³{unsaved}"
+        info = layer_info(layer)
+        lines = []
+        if isinstance(layer, Labels):
+            unsaved = "  (unsaved edits)" if not info.get("saved", True) else ""
+            lines.append(f"{layer.name}: {volume_cm3(layer.data, layer.scale):.2f} cm³{unsaved}")
+        if "full_name" in info:
+            lines.append(f"{info['full_name']}, {info['protocol']} protocol")
+        self.status.value = "\n".join(lines)
         self.status_changed.emit()
 
     def save_selected(self) -> None:
