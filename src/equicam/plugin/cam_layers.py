@@ -56,6 +56,7 @@ SHORT_WORDS = {
     "geometric": "geo",
     "equivariant": "eq",
     "baseline": "base",
+    "second-stage": "2nd",
     "Grad-CAM": "GC",
     "Grad-CAM++": "GC++",
 }
