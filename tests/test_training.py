@@ -154,8 +154,10 @@ def test_config_overrides_parse_and_bad_keys_are_refused():
     config = load_config(CONFIGS / "cpu_baseline.toml", ["loss.er=0.5"])
     assert config["loss"]["er"] == 0.5 and config["loss"]["kl"] == 0.0
     # The baseline's own tables override its base; the KL variant keeps the base's values.
-    assert config["model"]["widths"] == [32, 64, 128, 128] and config["train"]["epochs"] == 3
-    assert load_config(CONFIGS / "cpu_kl.toml")["model"]["widths"] == [16, 32, 64, 64]
+    assert config["train"]["epochs"] == 8 and config["train"]["min_tumour_mm2"] == 100
+    assert config["train"]["batch_size"] == 16  # from the base
+    kl = load_config(CONFIGS / "cpu_kl.toml")
+    assert kl["train"]["epochs"] == 6 and kl["train"]["min_tumour_mm2"] == 0
     with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
         load_config(CONFIGS / "cpu_full.toml", ["train.epoch=3"])
     with pytest.raises(ValueError, match="not key=value"):
