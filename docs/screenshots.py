@@ -1,4 +1,4 @@
-"""Regenerate the four README screenshots from the real app, driven through its widgets.
+"""Regenerate the five README screenshots from the real app, driven through its widgets.
 
 Opens the sample case as ``equicam view`` does (CAM inspector docked), runs the bundled models
 with the inspector's own controls and writes, into ``docs/`` (or ``--out``):
@@ -8,6 +8,8 @@ with the inspector's own controls and writes, into ``docs/`` (or ``--out``):
   fused CAM over FLAIR (grid ``sequences of one run``);
 - ``screenshot_compare.png``: equivariant CAM, baseline CAM and baseline Grad-CAM++ side by side
   (grid ``runs of one map``) with the Dice/ASSD table filled;
+- ``screenshot_second_stage.png``: the bundled second stage's mask over FLAIR with the ground
+  truth's outline (its row is at the end of the Dice/ASSD table);
 - ``screenshot_corrected.png``: a pseudo-mask corrected with a few brush strokes, its volume and
   "unsaved edits" on the status line.
 
@@ -65,7 +67,9 @@ def settle(until: Callable[[], bool] = lambda: True, timeout: float = 1800.0) ->
         time.sleep(0.02)
 
 
-def run_volume(inspector: CamInspector, model: str, method: str) -> None:
+def run_volume(
+    inspector: CamInspector, model: str, method: str, shown: str = "fused_weighted"
+) -> None:
     """Run the whole volume with ``model`` and ``method`` and wait for its layers.
 
     Parameters
@@ -73,14 +77,16 @@ def run_volume(inspector: CamInspector, model: str, method: str) -> None:
     inspector
         The docked CAM inspector.
     model
-        ``equivariant`` or ``baseline``.
+        ``equivariant``, ``baseline`` or ``second-stage``.
     method
         ``cam``, ``gradcam`` or ``gradcampp``.
+    shown
+        The map whose layer the run must make (``second_stage`` for a second stage).
     """
     inspector.model.value, inspector.method.value = model, method
     inspector.run_volume.clicked()
     settle(lambda: not inspector.cancel.enabled)  # Cancel is enabled while the worker runs
-    name = cam_layer_name("fused_weighted", run_label(model, method))
+    name = cam_layer_name(shown, run_label(model, method))
     if name not in inspector.viewer.layers:
         raise RuntimeError(f"the run made no layer '{name}'")
 
@@ -94,7 +100,7 @@ def show_in_dock(inspector: CamInspector, widget) -> None:
 
 
 def main(out: Path) -> None:
-    """Open the sample case, drive the CAM inspector and save the four screenshots.
+    """Open the sample case, drive the CAM inspector and save the five screenshots.
 
     Parameters
     ----------
@@ -131,6 +137,15 @@ def main(out: Path) -> None:
     show_in_dock(inspector, inspector.comparison.table.native)
     shot("compare")
     inspector.comparison.side_by_side.value = "off"
+
+    run_volume(inspector, "second-stage", "cam", "second_stage")
+    second = viewer.layers[mask_layer_name("second_stage", "second-stage")]
+    for layer in viewer.layers:
+        layer.visible = layer in (viewer.layers["FLAIR"], viewer.layers[GROUND_TRUTH], second)
+    viewer.layers.selection.active = second
+    inspector.comparison.compare.clicked()  # the second stage's row joins the table
+    show_in_dock(inspector, inspector.comparison.table.native)
+    shot("second_stage")
 
     mask = viewer.layers[mask_layer_name("fused_weighted", "equivariant")]
     for layer in viewer.layers:
