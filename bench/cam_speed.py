@@ -46,7 +46,12 @@ import numpy as np
 import torch
 
 from equicam.core.brats import load_case
-from equicam.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from equicam.core.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from equicam.core.inference import _tumour_maps, cam_volume, resolve_precision, run_to_end
 from equicam.core.model import ModelConfig, MultiModalCAM, fold_batchnorm
 from equicam.core.preprocess import brain_mask, from_input, normalise_volume, to_input
@@ -118,8 +123,8 @@ def model_for(spec: str, folder: Path) -> tuple[Path, str]:
 
 
 def second_stage_for(spec: str | None, folder: Path) -> tuple[Path, str]:
-    if spec:
-        return Path(spec), f"checkpoint {spec}"
+    if spec:  # a file or a bundled name
+        return resolve_checkpoint(spec), f"checkpoint {spec}"
     torch.manual_seed(0)
     config = SegConfig()
     path = save_segnet(folder / "second_stage.safetensors", SegNet(config), {"threshold": 0.5})
