@@ -67,14 +67,20 @@ def choose_anchor(val_cases) -> dict:
     }
 
 
+def anchor_mask(case, anchor: dict) -> np.ndarray:
+    """The anchor's boolean mask on one case: its modality z-scored inside the brain, then
+    thresholded (``anchor`` as :func:`choose_anchor` returns it)."""
+    brain = brain_mask(case.images)
+    z = normalise_volume(case.images[anchor["modality"]], brain)
+    above = anchor["direction"] == "above"
+    return brain & ((z >= anchor["z"]) if above else (z < anchor["z"]))
+
+
 def anchor_record(case, anchor: dict) -> dict:
     """The anchor's mask on one case, scored as ``evaluate`` scores a map (named after its
     modality)."""
-    brain = brain_mask(case.images)
     name = anchor["modality"]
-    z = normalise_volume(case.images[name], brain)
-    above = anchor["direction"] == "above"
-    mask = brain & ((z >= anchor["z"]) if above else (z < anchor["z"]))
+    mask = anchor_mask(case, anchor)
     record = score_maps(
         {name: mask.astype(np.float32)}, case.whole_tumour, case.spacing, {name: 0.5}
     )
