@@ -38,7 +38,9 @@ def test_pseudo_targets_weight_by_confidence_and_ignore_the_grown_band():
     assert weight[0, 0, 0] == 1.0
 
 
-def test_a_short_run_lowers_its_loss_and_writes_a_loadable_checkpoint(tiny_cache, tmp_path):
+def test_a_short_run_lowers_its_loss_and_writes_a_loadable_checkpoint(
+    tiny_cache, tmp_path, capsys
+):
     torch.manual_seed(0)
     cam = MultiModalCAM(ModelConfig(widths=(4, 8, 8, 8), input_size=32)).eval()
     with torch.no_grad():  # lean towards "tumour" so that maps are not all gated away
@@ -51,6 +53,9 @@ def test_a_short_run_lowers_its_loss_and_writes_a_loadable_checkpoint(tiny_cache
     args = ["--cache", str(tiny_cache), "--cam", str(cam_path), "--out", str(out)]
     args += ["--steps", "60", "--widths", "4,8,8,8", "--input-size", "32", "--device", "cpu"]
     path = main(args)
+    n_train = len(SliceCache(tiny_cache, "train", ("t1",)).case_ids)
+    printed = capsys.readouterr().out
+    assert printed.count("pseudo-masks ") == n_train and f"{n_train}/{n_train}" in printed
     losses = json.loads((out / "losses.json").read_text())
     assert len(losses) == 60 and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     model, meta = load_segnet(path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def pseudo_labelled(
     context: int,
     device: str,
     protocol: str = "refined",
+    log: Callable[[str], None] = lambda _: None,
 ):
     """Slices with context, targets and weights of a split, from the CAM model's pseudo-masks.
 
@@ -62,7 +64,8 @@ def pseudo_labelled(
     -------
     (inputs, targets, weights)
         ``(N, C, S, S)`` float32, ``(N, S, S)`` uint8 and float32 at the cache's size, where
-        ``C`` is every sequence at ``2 context + 1`` slices.
+        ``C`` is every sequence at ``2 context + 1`` slices. ``log`` receives a line per
+    patient.
     """
     refinement = refinement_of(cam_meta, protocol=protocol)
     settings = refinement.mask_settings(name)
@@ -70,7 +73,8 @@ def pseudo_labelled(
         settings.threshold, settings.largest_only, settings.min_component_mm3
     )
     inputs, targets, weights = [], [], []
-    for case_id in data.case_ids:
+    for n, case_id in enumerate(data.case_ids, 1):
+        log(f"pseudo-masks {n}/{len(data.case_ids)}: {case_id}")
         images, _ = data.case_slices(case_id)  # pixel labels of training patients: unused
         spacing = data.case_spacing(case_id)
         volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
@@ -91,10 +95,18 @@ def pseudo_labelled(
     return np.concatenate(inputs), np.concatenate(targets), np.concatenate(weights)
 
 
-def train_steps(model: SegNet, inputs, targets, weights, **options) -> list[float]:
+def train_steps(
+    model: SegNet, inputs, targets, weights, log_every: int = 0, **options
+) -> list[float]:
     """Train ``model`` (see :func:`~equicam.core.segnet_fit.training_losses`, which takes
-    ``options``); returns the loss of every step."""
-    return list(training_losses(model, inputs, targets, weights, **options))
+    ``options``); returns the loss of every step, printing their mean every ``log_every``
+    steps (0: never)."""
+    losses = []
+    for loss in training_losses(model, inputs, targets, weights, **options):
+        losses.append(loss)
+        if log_every and len(losses) % log_every == 0:
+            print(f"step {len(losses)}: loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+    return losses
 
 
 def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
@@ -152,7 +164,14 @@ def main(argv=None) -> Path:
     )
     train = SliceCache(args.cache, "train", config.modalities)
     inputs, targets, weights = pseudo_labelled(
-        cam_model, cam_meta, train, args.map, config.context, device, args.protocol
+        cam_model,
+        cam_meta,
+        train,
+        args.map,
+        config.context,
+        device,
+        args.protocol,
+        log=lambda line: print(line, flush=True),
     )
     model = SegNet(config)
     losses = train_steps(
@@ -166,6 +185,7 @@ def main(argv=None) -> Path:
         seed=args.seed,
         device=device,
         augment=IntensityAugment(p=args.augment) if args.augment > 0 else None,
+        log_every=100,
     )
     chosen = choose_threshold(model, SliceCache(args.cache, "val", config.modalities), device)
     args.out.mkdir(parents=True, exist_ok=True)
