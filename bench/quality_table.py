@@ -205,7 +205,8 @@ def row_label(name: str, method: str, results: dict) -> str:
         if tuned:
             source += f", fine-tuned on {len(tuned['cases'])} corrected cases"
         return f"{name}, second stage ({size}, {learnt.get('steps', '?')} steps on {source})"
-    setting = f"{size}, {meta.get('epochs', '?')} epochs, {results['protocol']} protocol"
+    epochs = meta.get("epochs", "?")
+    setting = f"{size}, {epochs} epoch{'' if epochs == 1 else 's'}, {results['protocol']} protocol"
     return f"{name}, {METHOD_LABELS[method]} ({setting})"
 
 
