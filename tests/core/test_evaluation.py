@@ -458,6 +458,12 @@ def test_a_bad_case_is_listed_and_the_run_goes_on_then_resume_redoes_only_it(
     with pytest.raises(CaseError, match="other settings"):
         evaluate(data, checkpoint, tmp_path / "out", device="cpu", threshold=0.7, resume=True)
     assert main([*args, "--device", "cpu", "--resume"]) == 0
+    # Nor those of another checkpoint written to the same path (a retrained run, say).
+    run = save_checkpoint(tmp_path / "run.safetensors", _tiny_model(), {"threshold": 0.4})
+    evaluate(data, run, tmp_path / "run_out", device="cpu", log=_quiet)
+    save_checkpoint(run, _tiny_model(), {"threshold": 0.45})
+    with pytest.raises(CaseError, match="other settings"):
+        evaluate(data, run, tmp_path / "run_out", device="cpu", resume=True, log=_quiet)
 
 
 def test_several_workers_give_exactly_the_results_of_one(cohort_dir, checkpoint, tmp_path):

@@ -229,8 +229,8 @@ def _kept_record(path: Path, settings: dict) -> dict | None:
     if record.get("settings") != settings:
         raise CaseError(
             path,
-            "was written with other settings (checkpoint, method, precision, thresholds or "
-            "fusions); rerun without --resume or with another output folder",
+            "was written with other settings (checkpoint or its content, method, precision, "
+            "thresholds or fusions); rerun without --resume or with another output folder",
         )
     return record
 
@@ -302,6 +302,7 @@ def evaluate(
         ``tumour_free`` (see :func:`~equicam.core.scoring.cohort`), ``failed`` (case ->
         reason), plus provenance. Also writes ``results.md`` and ``dice_vs_threshold.png``.
     """
+    from equicam.core.cam_output import sha256  # cam_output imports this module
     from equicam.core.inference import resolve_precision
 
     if threshold is not None:
@@ -317,6 +318,8 @@ def evaluate(
         precision = resolve_precision(precision, device)
         settings = {
             "checkpoint_file": str(source),
+            # the content, not only the name: a checkpoint retrained to the same path is another
+            "checkpoint_sha256": sha256(source),
             "method": method,
             "precision": precision,
             "threshold": threshold,
