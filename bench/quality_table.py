@@ -17,8 +17,8 @@ modality, direction and threshold chosen on the validation patients (the ``val``
 Writes ``OUT/<row>/results.json`` per row, ``OUT/table.md``: Dice of every map over the tumour
 patients; then, for each row's fused weighted map and its best single sequence, Dice by
 whole-tumour size stratum, HD95 and ASSD over the tumour patients and the false-positive
-volume on the tumour-free patients; and ``OUT/cams.png``: baseline against equivariant CAMs on
-a few test slices.
+volume on the tumour-free patients; and ``OUT/cams.png``: the CAMs of the rows named
+``baseline``, ``equivariant`` and ``full`` (whatever their protocol) on a few test slices.
 """
 
 from __future__ import annotations
@@ -274,7 +274,11 @@ def main() -> None:
     text = table(rows)
     (args.out / "table.md").write_text(text)
     print(text)
-    shown = {k: v for k, v in checkpoints.items() if k in ("baseline", "full")}
+    shown: dict = {}
+    for key, checkpoint in checkpoints.items():
+        name = key.partition("@")[0]
+        if name in ("baseline", "equivariant", "full"):
+            shown.setdefault(name, checkpoint)
     if shown:
         figure(args.test, shown, args.out / "cams.png")
         print(f"wrote {args.out / 'cams.png'}")
