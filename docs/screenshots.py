@@ -1,4 +1,4 @@
-"""Regenerate the five README screenshots from the real app, driven through its widgets.
+"""Regenerate the six README screenshots from the real app, driven through its widgets.
 
 Opens the sample case as ``equicam view`` does (CAM inspector docked), runs the bundled models
 with the inspector's own controls and writes, into ``docs/`` (or ``--out``):
@@ -11,7 +11,9 @@ with the inspector's own controls and writes, into ``docs/`` (or ``--out``):
 - ``screenshot_second_stage.png``: the bundled second stage's mask over FLAIR with the ground
   truth's outline (its row is at the end of the Dice/ASSD table);
 - ``screenshot_corrected.png``: a pseudo-mask corrected with a few brush strokes, its volume and
-  "unsaved edits" on the status line.
+  "unsaved edits" on the status line;
+- ``screenshot_refined.png``: the equivariant mask under the ``refined`` protocol over FLAIR with
+  the ground truth's outline.
 
 Every screenshot shows the slice with the largest tumour area. Run from the repository root::
 
@@ -100,7 +102,7 @@ def show_in_dock(inspector: CamInspector, widget) -> None:
 
 
 def main(out: Path) -> None:
-    """Open the sample case, drive the CAM inspector and save the five screenshots.
+    """Open the sample case, drive the CAM inspector and save the six screenshots.
 
     Parameters
     ----------
@@ -163,6 +165,16 @@ def main(out: Path) -> None:
                     mask.paint((z, y, x), label)
     show_in_dock(inspector, inspector.masks.native)
     shot("corrected")
+
+    # The refined protocol's mask; the corrected one above is kept beside it as "... edited".
+    inspector.protocol.value = "refined"
+    run_volume(inspector, "equivariant", "cam")
+    refined = viewer.layers[mask_layer_name("fused_weighted", "equivariant")]
+    for layer in viewer.layers:
+        layer.visible = layer in (viewer.layers["FLAIR"], viewer.layers[GROUND_TRUTH], refined)
+    viewer.layers.selection.active = refined
+    show_in_dock(inspector, inspector.protocol.native)
+    shot("refined")
 
 
 if __name__ == "__main__":
