@@ -17,7 +17,7 @@ MAPS = ("t1", "t1ce", "t2", "flair", "fused_weighted")
 def refined_checkpoint(tmp_path_factory, tiny_checkpoint):
     """The tiny model with refined settings (largest component, grown by 4 mm) as its choice."""
     model, _ = load_checkpoint(tiny_checkpoint)
-    settings = {"threshold": 0.5, "largest_only": True, "min_component_mm3": 0.0, "grow_mm": 4.0}
+    settings = {"threshold": 0.3, "largest_only": True, "min_component_mm3": 0.0, "grow_mm": 4.0}
     refined = {"z_sigma_mm": 2.0, "gate": 0.5, "maps": dict.fromkeys(MAPS, settings)}
     meta = {"threshold": 0.5, "refined": refined, "protocol": "refined"}
     return save_checkpoint(tmp_path_factory.mktemp("refined") / "tiny.safetensors", model, meta)
