@@ -64,8 +64,9 @@ def pseudo_labelled(
     -------
     (inputs, targets, weights)
         ``(N, C, S, S)`` float32, ``(N, S, S)`` uint8 and float32 at the cache's size, where
-        ``C`` is every sequence at ``2 context + 1`` slices. ``log`` receives a line per
-    patient.
+        ``C`` is every sequence at ``2 context + 1`` slices.
+
+    ``log`` receives a line per patient.
     """
     refinement = refinement_of(cam_meta, protocol=protocol)
     settings = refinement.mask_settings(name)
@@ -96,16 +97,22 @@ def pseudo_labelled(
 
 
 def train_steps(
-    model: SegNet, inputs, targets, weights, log_every: int = 0, **options
+    model: SegNet,
+    inputs,
+    targets,
+    weights,
+    log: Callable[[str], None] = lambda _: None,
+    log_every: int = 100,
+    **options,
 ) -> list[float]:
     """Train ``model`` (see :func:`~equicam.core.segnet_fit.training_losses`, which takes
-    ``options``); returns the loss of every step, printing their mean every ``log_every``
-    steps (0: never)."""
+    ``options``); returns the loss of every step. ``log`` receives their mean every
+    ``log_every`` steps."""
     losses = []
     for loss in training_losses(model, inputs, targets, weights, **options):
         losses.append(loss)
-        if log_every and len(losses) % log_every == 0:
-            print(f"step {len(losses)}: loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+        if len(losses) % log_every == 0:
+            log(f"step {len(losses)}: loss {np.mean(losses[-log_every:]):.4f}")
     return losses
 
 
@@ -163,15 +170,12 @@ def main(argv=None) -> Path:
         input_size=args.input_size,
     )
     train = SliceCache(args.cache, "train", config.modalities)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
     inputs, targets, weights = pseudo_labelled(
-        cam_model,
-        cam_meta,
-        train,
-        args.map,
-        config.context,
-        device,
-        args.protocol,
-        log=lambda line: print(line, flush=True),
+        cam_model, cam_meta, train, args.map, config.context, device, args.protocol, log
     )
     model = SegNet(config)
     losses = train_steps(
@@ -185,7 +189,7 @@ def main(argv=None) -> Path:
         seed=args.seed,
         device=device,
         augment=IntensityAugment(p=args.augment) if args.augment > 0 else None,
-        log_every=100,
+        log=log,
     )
     chosen = choose_threshold(model, SliceCache(args.cache, "val", config.modalities), device)
     args.out.mkdir(parents=True, exist_ok=True)

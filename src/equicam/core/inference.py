@@ -276,8 +276,9 @@ def cam_volume(
             yield Progress(done, total, f"{m}: slices {batch[0]}-{batch[-1]}")
     # Fusions are voxel-wise and zero where every map is: fuse the span of computed slices only.
     span = slice(min(todo), max(todo) + 1) if todo else slice(0, 0)
-    fused = {f: np.zeros(shape, np.float32) for f in fusions}
+    fused = {}
     for f in fusions:
+        fused[f] = np.zeros(shape, np.float32)
         fused[f][span] = fuse(f, {m: maps[m][span] for m in names}, model.fusion_weights)
     computed = np.zeros(shape[0], bool)
     computed[todo] = True

@@ -19,7 +19,7 @@ from equicam.core.brats import LAYER_NAMES
 from equicam.core.inference import METHOD_NAMES, CamResult
 from equicam.core.metrics import SurfaceReference, dice
 from equicam.plugin.layers import display_translate
-from equicam.plugin.sample_data import mask_folder
+from equicam.plugin.sample_data import chosen_mask_folder, mask_folder
 
 CAM_FADE = (0.3, 0.65)  # a CAM is transparent below the first value, opaque above the second
 
@@ -207,7 +207,7 @@ def default_mask_path(info: dict, layer_name: str) -> Path:
     name = f"{info['case_id']}_{slug}.nii.gz"
     if scan_reason(name):
         name = f"{info['case_id']}_{slug}_mask.nii.gz"
-    return mask_folder(info["case_folder"], info["case_id"]) / name
+    return mask_folder(info["case_folder"], info["case_id"], chosen_mask_folder()) / name
 
 
 def compare_table(masks: dict[str, np.ndarray], truth: np.ndarray, spacing) -> dict[str, list]:

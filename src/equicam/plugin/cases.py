@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from equicam.core.brats import Case, CaseError, CaseFiles, find_case, find_cases, load_case
-from equicam.plugin.sample_data import mask_folder
+from equicam.plugin.sample_data import chosen_mask_folder, mask_folder
 from equicam.plugin.settings import load_settings, update_settings
 
 STATUSES = ("new", "maps computed", "edited", "saved")
@@ -44,10 +44,11 @@ def holds_cases(path: Path) -> bool:
         return False
 
 
-def saved_masks(files: CaseFiles) -> list[Path]:
-    """The masks saved next to a case or in its mask folder (the chosen save folder, the
-    user's for the sample case), oldest first (so the newest is added on top)."""
-    folders = {files.folder, mask_folder(files.folder, files.case_id)}
+def saved_masks(files: CaseFiles, chosen: Path | None) -> list[Path]:
+    """The masks saved next to a case or in its mask folder (``chosen``, the save folder as
+    :func:`~equicam.plugin.sample_data.chosen_mask_folder` gives it, or the user's for the
+    sample case), oldest first (so the newest is added on top)."""
+    folders = {files.folder, mask_folder(files.folder, files.case_id, chosen)}
     found = [
         path
         for folder in folders
@@ -76,8 +77,9 @@ def corrected_cases(
     from equicam.core.preprocess import normalise_images
 
     cases, sources = [], []
+    chosen = chosen_mask_folder()
     for files in find_cases(data_dir):
-        saved = saved_masks(files)
+        saved = saved_masks(files, chosen)
         if not saved:
             continue
         case = load_case(files, list(modalities))
@@ -153,9 +155,10 @@ class CaseFolder:
         cases = find_cases(data_dir)
         saved = load_settings().get("folders", {}).get(str(data_dir), {})
         folder = cls(data_dir, cases)
+        chosen = chosen_mask_folder()
         for files in cases:
             status = saved.get("status", {}).get(files.case_id, "new")
-            if saved_masks(files):
+            if saved_masks(files, chosen):
                 status = "saved" if status != "edited" else status
             elif status == "saved":  # its files were removed since
                 status = "maps computed"

@@ -40,11 +40,11 @@ def chosen_mask_folder() -> Path | None:
     return Path(folder) if folder and not in_package(folder) else None
 
 
-def mask_folder(case_folder: str | os.PathLike, case_id: str) -> Path:
-    """The folder to save a case's masks in: the chosen one (:func:`chosen_mask_folder`), else
-    the case's own, unless it lies inside the installed package (the sample case), then
-    ``user_mask_folder() / case_id``."""
-    chosen = chosen_mask_folder()
+def mask_folder(case_folder: str | os.PathLike, case_id: str, chosen: Path | None) -> Path:
+    """The folder to save a case's masks in: ``chosen`` (the save folder, as
+    :func:`chosen_mask_folder` gives it) when there is one, else the case's own, unless it
+    lies inside the installed package (the sample case), then ``user_mask_folder() /
+    case_id``."""
     if chosen is not None:
         return chosen
     if in_package(case_folder):

@@ -30,6 +30,7 @@ from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import layer_info, volume_cm3
 from equicam.plugin.cases import CaseFolder, load_mask, saved_mask_name, saved_masks
 from equicam.plugin.layers import MASK_COLORS, case_layers, display_translate, layer_metadata
+from equicam.plugin.sample_data import chosen_mask_folder
 from equicam.plugin.widgets.mask_tools import MaskTools, save_mask
 
 
@@ -181,7 +182,7 @@ class CaseNavigator(Container):
             notifications.show_warning(str(warning.message))
         for data, kwargs, kind in case_layers(case):
             self.viewer.add_layer(Layer.create(data, kwargs, kind))
-        for path in saved_masks(files):
+        for path in saved_masks(files, chosen_mask_folder()):
             try:
                 mask = load_mask(path, case)
             except CaseError as error:
@@ -219,7 +220,11 @@ class CaseNavigator(Container):
         case_id = folder.ids[folder.current]
         status, volume = self._current_state(case_id)
         if status == "edited":  # discarded or saved just now
-            status = "saved" if saved_masks(folder.cases[folder.current]) else "maps computed"
+            status = (
+                "saved"
+                if saved_masks(folder.cases[folder.current], chosen_mask_folder())
+                else "maps computed"
+            )
         folder.set(case_id, status, volume)
 
     def _current_state(self, case_id: str) -> tuple[str, float | None]:
@@ -229,7 +234,7 @@ class CaseNavigator(Container):
         volume = volume_cm3(shown.data, shown.scale) if shown is not None else None
         if any(not layer_info(m).get("saved", True) for m in masks):
             return "edited", volume
-        if saved_masks(self.folder.cases[self.folder.current]):
+        if saved_masks(self.folder.cases[self.folder.current], chosen_mask_folder()):
             return "saved", volume
         cams = [
             layer
