@@ -11,7 +11,14 @@ from equicam.core.inference import cam_volume, run_to_end
 from equicam.core.mask_edit import grow
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.refine import apply_protocol
-from equicam.core.segnet import load_segnet, pseudo_targets, segment_volume, with_context
+from equicam.core.segnet import (
+    load_segnet,
+    pseudo_targets,
+    segment_volume,
+    with_context,
+    with_slice_labels,
+)
+from equicam.core.segnet_fit import slice_loss
 from training.data import SliceCache
 from training.train_segnet import GUIDED_BAND_MM, main, pseudo_labelled
 
@@ -36,6 +43,34 @@ def test_pseudo_targets_weight_by_confidence_and_ignore_the_grown_band():
     assert weight[0, 2, 2] == pytest.approx(0.7)
     assert (weight[0, 1:4, 1:4].sum() - weight[0, 2, 2]) == 0  # the band is ignored
     assert weight[0, 0, 0] == 1.0
+
+
+def test_slice_labels_clear_healthy_slices_and_leave_out_missed_tumours():
+    target = np.zeros((3, 4, 4), np.uint8)
+    target[0, 1, 1] = 1  # a pseudo-mask on a slice labelled healthy
+    target[2, 2, 2] = 1  # and on a tumour slice
+    weight = np.full(target.shape, 0.5, np.float32)
+    new_target, new_weight = with_slice_labels(target, weight, np.array([0, 1, 1]))
+    assert not new_target[0].any() and (new_weight[0] == 1).all()  # healthy throughout
+    assert (new_weight[1] == 0).all()  # a tumour the pseudo-mask missed: left out
+    np.testing.assert_array_equal(new_target[2], target[2])
+    np.testing.assert_array_equal(new_weight[2], weight[2])
+    assert target[0, 1, 1] == 1 and weight[1, 0, 0] == 0.5  # the inputs are left as they were
+
+
+def test_slice_loss_is_low_when_tumour_slices_hold_tumour_pixels_and_pulls_only_their_top():
+    logits = torch.zeros(2, 2, 8, 8)
+    logits[:, 1] = -6.0  # every pixel healthy...
+    logits[0, 1, 3, 3:5] = 6.0  # ...but two on the first slice
+    labels = torch.tensor([1, 0])
+    assert float(slice_loss(logits, labels, pixels=2)) < 0.01
+    assert float(slice_loss(logits, labels.flip(0), pixels=2)) > 5.0
+    missed = torch.full((1, 2, 8, 8), -1.0)
+    missed[0, 1, 0, :4] = 0.0  # the four highest pixels of a missed tumour slice
+    missed.requires_grad_(True)
+    slice_loss(missed, torch.tensor([1]), pixels=4).backward()
+    pulled = missed.grad[0, 1] < 0  # gradient descent raises their tumour logit
+    assert pulled[0, :4].all() and pulled.sum() == 4
 
 
 def test_a_short_run_lowers_its_loss_and_writes_a_loadable_checkpoint(
@@ -113,7 +148,10 @@ def test_a_guided_augmented_run_records_what_it_learnt_from(tiny_cache, tmp_path
     args = ["--cache", str(tiny_cache), "--cam", str(cam_path), "--out", str(out)]
     args += ["--protocol", "guided", "--augment", "0.5", "--steps", "60"]
     args += ["--widths", "4,8,8,8", "--input-size", "32", "--device", "cpu"]
+    args += ["--slice-labels", "--slice-loss", "0.5"]
     _, meta = load_segnet(main(args))
     losses = json.loads((out / "losses.json").read_text())
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
-    assert meta["trained_on"]["protocol"] == "guided" and meta["trained_on"]["augment"] == 0.5
+    trained_on = meta["trained_on"]
+    assert trained_on["protocol"] == "guided" and trained_on["augment"] == 0.5
+    assert trained_on["slice_labels"] is True and trained_on["slice_loss"] == 0.5

@@ -106,6 +106,10 @@ class SliceCache(Dataset):
         self.labels = self.labels[~small]
         return int(small.sum())
 
+    def case_labels(self, case_id: str) -> np.ndarray:
+        """A case's slice labels ``(n,)`` in {0, 1}, in the order of :meth:`case_slices`."""
+        return np.asarray(self.labels[self.case_index == self.meta["cases"].index(case_id)])
+
     def case_slices(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         """A case's cached slices ``(n, M, S, S)`` float32 and their masks ``(n, S, S)``."""
         case = self.meta["cases"].index(case_id)

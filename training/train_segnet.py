@@ -34,6 +34,7 @@ from equicam.core.segnet import (
     pseudo_targets,
     save_segnet,
     with_context,
+    with_slice_labels,
 )
 from equicam.core.segnet_fit import best_threshold, training_losses
 from training.data import SliceCache
@@ -51,6 +52,7 @@ def pseudo_labelled(
     device: str,
     protocol: str = "refined",
     log: Callable[[str], None] = lambda _: None,
+    slice_labels: bool = False,
 ):
     """Slices with context, targets and weights of a split, from the CAM model's pseudo-masks.
 
@@ -58,7 +60,8 @@ def pseudo_labelled(
     confidence, the band that growth adds ignored. ``guided``: the target is the guided mask
     (the bright regions of the guide sequence that the map touches), every voxel weighing 1
     but those within :data:`GUIDED_BAND_MM` outside it (where the scan and the tumour's edge
-    may disagree), which are ignored.
+    may disagree), which are ignored. ``slice_labels``: correct them by the slice labels
+    (:func:`~equicam.core.segnet.with_slice_labels`).
 
     Returns
     -------
@@ -90,6 +93,8 @@ def pseudo_labelled(
             mask = refined_mask(confidence, result.brain, spacing, settings)
             core = refined_mask(confidence, result.brain, spacing, before_growth)
         target, weight = pseudo_targets(mask, core, confidence)
+        if slice_labels:
+            target, weight = with_slice_labels(target, weight, data.case_labels(case_id))
         inputs.append(with_context(images, context))
         targets.append(target)
         weights.append(weight)
@@ -148,6 +153,18 @@ def main(argv=None) -> Path:
         default=0.0,
         help="probability of each intensity change per input channel (0: none)",
     )
+    parser.add_argument(
+        "--slice-labels",
+        action="store_true",
+        help="healthy slices (by their labels) learnt as healthy throughout; tumour slices "
+        "with an empty pseudo-mask left out",
+    )
+    parser.add_argument(
+        "--slice-loss",
+        type=float,
+        default=0.0,
+        help="weight of the slice labels' multiple-instance loss (0: none)",
+    )
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -175,7 +192,15 @@ def main(argv=None) -> Path:
         print(line, flush=True)
 
     inputs, targets, weights = pseudo_labelled(
-        cam_model, cam_meta, train, args.map, config.context, device, args.protocol, log
+        cam_model,
+        cam_meta,
+        train,
+        args.map,
+        config.context,
+        device,
+        args.protocol,
+        log,
+        args.slice_labels,
     )
     model = SegNet(config)
     losses = train_steps(
@@ -189,6 +214,8 @@ def main(argv=None) -> Path:
         seed=args.seed,
         device=device,
         augment=IntensityAugment(p=args.augment) if args.augment > 0 else None,
+        labels=np.concatenate([train.case_labels(c) for c in train.case_ids]),
+        slice_weight=args.slice_loss,
         log=log,
     )
     chosen = choose_threshold(model, SliceCache(args.cache, "val", config.modalities), device)
@@ -202,6 +229,8 @@ def main(argv=None) -> Path:
             "map": args.map,
             "protocol": args.protocol,
             "augment": args.augment,
+            "slice_labels": args.slice_labels,
+            "slice_loss": args.slice_loss,
             "train_cases": len(train.case_ids),
             "steps": args.steps,
             "batch_size": args.batch_size,

@@ -241,3 +241,35 @@ def pseudo_targets(
     weight = np.where(core, np.asarray(confidence, np.float32), np.float32(1.0))
     weight[mask & ~core] = 0.0
     return core.astype(np.uint8), weight.astype(np.float32)
+
+
+def with_slice_labels(
+    target: np.ndarray, weight: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-mask targets corrected by the slice labels the CAM networks learnt from.
+
+    A slice labelled healthy is healthy throughout, whatever the pseudo-mask says. A slice
+    labelled tumour whose pseudo-mask is empty holds a tumour the CAM missed (small ones,
+    mostly): it is left out rather than taught as healthy.
+
+    Parameters
+    ----------
+    target
+        ``(N, S, S)`` uint8 pseudo-mask targets.
+    weight
+        ``(N, S, S)`` float32 voxel weights.
+    labels
+        ``(N,)`` slice labels in {0, 1}.
+
+    Returns
+    -------
+    (target, weight)
+        New arrays of the same shapes and types.
+    """
+    healthy = np.asarray(labels) == 0
+    missed = ~healthy & ~np.asarray(target, bool).any(axis=(1, 2))
+    target, weight = np.array(target, np.uint8), np.array(weight, np.float32)
+    target[healthy] = 0
+    weight[healthy] = 1.0
+    weight[missed] = 0.0
+    return target, weight

@@ -33,10 +33,37 @@ from equicam.core.segnet import SegNet, load_segnet, save_segnet, segment_volume
 PROTECTED = (Path(__file__).resolve().parent.parent, BUNDLED_DIR.resolve().parent)
 
 
-def weighted_loss(model: SegNet, x, y, w):
-    """The voxel-weighted cross-entropy of a batch (weights 0 ignore a voxel)."""
-    per_voxel = F.cross_entropy(model(x), y, reduction="none")
+def weighted_loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The voxel-weighted cross-entropy of a batch: logits ``(N, 2, S, S)``, targets and weights
+    ``(N, S, S)`` (weights 0 ignore a voxel)."""
+    per_voxel = F.cross_entropy(logits, y, reduction="none")
     return (per_voxel * w).sum() / w.sum().clamp_min(1.0)
+
+
+def slice_loss(logits: torch.Tensor, labels: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Multiple-instance loss of slice labels on per-pixel logits.
+
+    A slice's score is the mean tumour margin (logit 1 minus logit 0) of its ``pixels``
+    highest pixels: a tumour slice must hold some tumour pixels, a healthy one none. It teaches
+    the slice labels the CAM networks learnt from where no pseudo-mask says where the tumour is.
+
+    Parameters
+    ----------
+    logits
+        ``(N, 2, S, S)`` per-pixel logits.
+    labels
+        ``(N,)`` slice labels in {0, 1}.
+    pixels
+        How many of the highest pixels make a slice's score.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar binary cross-entropy of the scores against the labels.
+    """
+    margin = (logits[:, 1] - logits[:, 0]).flatten(1)
+    score = margin.topk(min(pixels, margin.shape[1]), dim=1).values.mean(dim=1)
+    return F.binary_cross_entropy_with_logits(score, labels.float())
 
 
 def training_losses(
@@ -51,9 +78,15 @@ def training_losses(
     seed: int = 0,
     device: str = "cpu",
     augment: IntensityAugment | None = None,
+    labels: np.ndarray | None = None,
+    slice_weight: float = 0.0,
+    slice_pixels: int = 8,
 ) -> Iterator[float]:
     """Train ``model`` for ``steps`` batches of random slices with random flips, yielding the
     loss (:func:`weighted_loss`) after each step (stop iterating to stop training).
+
+    With slice ``labels`` ``(N,)`` and ``slice_weight`` above 0, the loss adds that weight
+    times :func:`slice_loss` over ``slice_pixels`` pixels.
 
     ``augment`` changes the look of every input channel at random
     (:func:`~equicam.core.augment.augment_intensity`), as the CAM networks' training does, so
@@ -62,6 +95,8 @@ def training_losses(
     x_all = to_input(torch.from_numpy(inputs), size)
     y_all = to_input(torch.from_numpy(targets[:, None].astype(np.float32)), size, nearest=True)
     w_all = to_input(torch.from_numpy(weights[:, None]), size, nearest=True)
+    use_labels = labels is not None and slice_weight > 0
+    l_all = torch.as_tensor(np.asarray(labels)) if use_labels else None
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.to(device).train()
@@ -73,7 +108,10 @@ def training_losses(
         if augment is not None:
             x = augment_intensity(x, generator, augment)
         x, y, w = x.to(device), y.to(device), w.to(device)
-        loss = weighted_loss(model, x, y, w)
+        logits = model(x)
+        loss = weighted_loss(logits, y, w)
+        if use_labels:
+            loss = loss + slice_weight * slice_loss(logits, l_all[pick].to(device), slice_pixels)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
