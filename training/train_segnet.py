@@ -122,7 +122,8 @@ def train_steps(
 
 
 def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
-    """The threshold of :data:`SWEEP` with the best mean Dice on the split's tumour patients."""
+    """The threshold of :data:`~equicam.core.segnet_fit.THRESHOLDS` with the best mean Dice on
+    the split's tumour patients."""
     cases = []
     for case_id in data.case_ids:
         images, truth = data.case_slices(case_id)

@@ -29,6 +29,10 @@ from equicam.core.metrics import dice
 from equicam.core.preprocess import to_input
 from equicam.core.segnet import SegNet, load_segnet, save_segnet, segment_volume, with_context
 
+# A second stage's probabilities run lower than a CAM's (slices the pseudo-masks leave out, and
+# healthy slices taught as healthy throughout, pull them down), so its grid reaches lower.
+THRESHOLDS = tuple(sorted({0.05, 0.1, 0.15, *(float(t) for t in SWEEP)}))
+
 # the installed package, and the sample data it links to (bundled checkpoints, sample case)
 PROTECTED = (Path(__file__).resolve().parent.parent, BUNDLED_DIR.resolve().parent)
 
@@ -86,7 +90,9 @@ def training_losses(
     loss (:func:`weighted_loss`) after each step (stop iterating to stop training).
 
     With slice ``labels`` ``(N,)`` and ``slice_weight`` above 0, the loss adds that weight
-    times :func:`slice_loss` over ``slice_pixels`` pixels.
+    times :func:`slice_loss` over ``slice_pixels`` pixels of the batch's tumour slices: each
+    must hold some tumour, where a pseudo-mask may have missed it (what a healthy slice holds is
+    the targets' to say).
 
     ``augment`` changes the look of every input channel at random
     (:func:`~equicam.core.augment.augment_intensity`), as the CAM networks' training does, so
@@ -110,8 +116,10 @@ def training_losses(
         x, y, w = x.to(device), y.to(device), w.to(device)
         logits = model(x)
         loss = weighted_loss(logits, y, w)
-        if use_labels:
-            loss = loss + slice_weight * slice_loss(logits, l_all[pick].to(device), slice_pixels)
+        tumour = (l_all[pick] == 1).to(device) if use_labels else None
+        if tumour is not None and tumour.any():
+            positives = torch.ones(int(tumour.sum()), device=device)
+            loss = loss + slice_weight * slice_loss(logits[tumour], positives, slice_pixels)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -119,7 +127,7 @@ def training_losses(
 
 
 def best_threshold(model: SegNet, cases, device: str) -> dict:
-    """The threshold of :data:`SWEEP` with the best mean Dice of ``model`` over the tumour
+    """The threshold of :data:`THRESHOLDS` with the best mean Dice of ``model`` over the tumour
     patients of ``cases`` (``(volume, truth)``: modality -> normalised volume, tumour mask);
     ``{"threshold", "dice"}``, 0.5 and None when none has tumour."""
     cases = [
@@ -129,7 +137,7 @@ def best_threshold(model: SegNet, cases, device: str) -> dict:
     ]
     if not cases:
         return {"threshold": 0.5, "dice": None}
-    scores = {t: float(np.mean([dice(p >= t, truth) for p, truth in cases])) for t in SWEEP}
+    scores = {t: float(np.mean([dice(p >= t, truth) for p, truth in cases])) for t in THRESHOLDS}
     best = max(scores, key=scores.get)
     return {"threshold": best, "dice": scores[best]}
 
