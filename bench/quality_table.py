@@ -201,6 +201,10 @@ def row_label(name: str, method: str, results: dict) -> str:
         learnt = meta.get("trained_on", {})
         source = f"{learnt.get('protocol', 'refined')} {learnt.get('map', '?')} pseudo-masks"
         source += f", augment {learnt.get('augment', 0)}"
+        if learnt.get("slice_labels"):
+            source += ", slice labels"
+        if learnt.get("slice_loss"):
+            source += f", slice loss {learnt['slice_loss']}"
         tuned = meta.get("fine_tuned")
         if tuned:
             source += f", fine-tuned on {len(tuned['cases'])} corrected cases"

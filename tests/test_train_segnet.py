@@ -12,15 +12,18 @@ from equicam.core.mask_edit import grow
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.core.refine import apply_protocol
 from equicam.core.segnet import (
+    SegConfig,
+    SegNet,
     load_segnet,
     pseudo_targets,
+    save_segnet,
     segment_volume,
     with_context,
     with_slice_labels,
 )
 from equicam.core.segnet_fit import slice_loss
 from training.data import SliceCache
-from training.train_segnet import GUIDED_BAND_MM, main, pseudo_labelled
+from training.train_segnet import GUIDED_BAND_MM, main, pseudo_labelled, teacher_labelled
 
 
 def test_context_stacks_neighbours_and_repeats_the_edges():
@@ -155,3 +158,32 @@ def test_a_guided_augmented_run_records_what_it_learnt_from(tiny_cache, tmp_path
     trained_on = meta["trained_on"]
     assert trained_on["protocol"] == "guided" and trained_on["augment"] == 0.5
     assert trained_on["slice_labels"] is True and trained_on["slice_loss"] == 0.5
+
+
+def test_a_second_round_learns_the_first_ones_masks_corrected_by_the_slice_labels(
+    tiny_cache, tmp_path
+):
+    torch.manual_seed(0)
+    first = SegNet(SegConfig(widths=(4, 8, 8, 8), input_size=32)).eval()
+    data = SliceCache(tiny_cache, "train", first.config.modalities)
+    probs, labels = [], []
+    for case_id in data.case_ids:
+        images, _ = data.case_slices(case_id)
+        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+        probs.append(segment_volume(first, volume))
+        labels.append(data.case_labels(case_id))
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    threshold = float(np.quantile(probs[probs > 0], 0.8))  # a random network's top fifth
+    _, targets, weights = teacher_labelled(first, threshold, data, 1, "cpu", slice_labels=True)
+    kept = (labels == 1) & (probs >= threshold).any(axis=(1, 2))
+    assert kept.any() and (labels == 0).any()
+    np.testing.assert_array_equal(targets[kept], probs[kept] >= threshold)
+    assert (weights[kept][targets[kept] == 1] == 1).all()
+    assert not targets[labels == 0].any() and (weights[labels == 0] == 1).all()
+
+    path = save_segnet(tmp_path / "first.safetensors", first, {"threshold": threshold})
+    args = ["--cache", str(tiny_cache), "--cam", str(path), "--out", str(tmp_path / "second")]
+    args += ["--slice-labels", "--steps", "20", "--widths", "4,8,8,8", "--input-size", "32"]
+    _, meta = load_segnet(main([*args, "--device", "cpu"]))
+    assert meta["trained_on"]["map"] == "second_stage"
+    assert meta["trained_on"]["protocol"] == "threshold"

@@ -8,7 +8,11 @@ one protocol (``--protocol``) for every training patient of the slice cache; no 
 training patient is read. With ``refined`` the network learns the mask before growth, each voxel
 weighted by the map's confidence, the band that growth adds ignored
 (:func:`~equicam.core.segnet.pseudo_targets`); with ``guided``, the guided mask, its outer edge
-ignored. ``--augment P`` changes the look of the inputs at random. Its threshold is then chosen
+ignored. ``CKPT`` may instead be a second stage (a second round): its masks, their outer edge
+ignored, are then learnt (:func:`teacher_labelled`). ``--slice-labels`` corrects the
+pseudo-masks by the slice labels the CAM networks learnt from, and ``--slice-loss W`` adds a
+multiple-instance loss of the tumour slices' labels. ``--augment P`` changes the look of the
+inputs at random. Its threshold is then chosen
 on the validation patients' pixel labels, as the CAM models' thresholds are. Writes
 ``DIR/segnet.safetensors`` and ``DIR/losses.json``; never overwrites a file it did not write.
 """
@@ -27,12 +31,20 @@ import torch
 from equicam.core.augment import IntensityAugment
 from equicam.core.inference import cam_volume, run_to_end
 from equicam.core.mask_edit import grow
-from equicam.core.refine import MaskSettings, refined_maps, refined_mask, refinement_of
+from equicam.core.refine import (
+    THRESHOLD_ONLY,
+    MaskSettings,
+    refined_maps,
+    refined_mask,
+    refinement_of,
+)
 from equicam.core.segnet import (
+    MAP,
     SegConfig,
     SegNet,
     pseudo_targets,
     save_segnet,
+    segment_volume,
     with_context,
     with_slice_labels,
 )
@@ -101,6 +113,37 @@ def pseudo_labelled(
     return np.concatenate(inputs), np.concatenate(targets), np.concatenate(weights)
 
 
+def teacher_labelled(
+    teacher: SegNet,
+    threshold: float,
+    data: SliceCache,
+    context: int,
+    device: str,
+    log: Callable[[str], None] = lambda _: None,
+    slice_labels: bool = False,
+):
+    """Slices with context, targets and weights of a split, from a second stage's masks.
+
+    The target is the teacher's probability at ``threshold``, every voxel weighing 1 but those
+    within :data:`GUIDED_BAND_MM` outside the mask, which are ignored; ``slice_labels`` as in
+    :func:`pseudo_labelled`. Returns ``(inputs, targets, weights)`` as it does.
+    """
+    inputs, targets, weights = [], [], []
+    for n, case_id in enumerate(data.case_ids, 1):
+        log(f"pseudo-masks {n}/{len(data.case_ids)}: {case_id}")
+        images, _ = data.case_slices(case_id)  # pixel labels of training patients: unused
+        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+        mask = segment_volume(teacher, volume, device=device) >= threshold
+        band = grow(mask, data.case_spacing(case_id), GUIDED_BAND_MM) & ~mask
+        target, weight = mask.astype(np.uint8), (~band).astype(np.float32)
+        if slice_labels:
+            target, weight = with_slice_labels(target, weight, data.case_labels(case_id))
+        inputs.append(with_context(images, context))
+        targets.append(target)
+        weights.append(weight)
+    return np.concatenate(inputs), np.concatenate(targets), np.concatenate(weights)
+
+
 def train_steps(
     model: SegNet,
     inputs,
@@ -134,12 +177,16 @@ def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
 
 def main(argv=None) -> Path:
     """Command line; returns the checkpoint written."""
-    from equicam.core.checkpoint import load_checkpoint
+    from equicam.core.checkpoint import load_model
     from equicam.core.device import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True, help="slice cache of `equicam prepare`")
-    parser.add_argument("--cam", required=True, help="CAM checkpoint with refined settings")
+    parser.add_argument(
+        "--cam",
+        required=True,
+        help="CAM checkpoint with refined settings, or a second stage whose masks are learnt",
+    )
     parser.add_argument("--out", required=True, type=Path, help="new output folder")
     parser.add_argument("--map", default="fused_mean", help="map whose pseudo-masks are learnt")
     parser.add_argument(
@@ -180,7 +227,7 @@ def main(argv=None) -> Path:
         parser.error(f"{target} exists; choose a new --out folder")
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    cam_model, cam_meta = load_checkpoint(args.cam, device=device)
+    cam_model, cam_meta = load_model(args.cam, device=device)
     config = SegConfig(
         modalities=cam_model.modalities,
         context=args.context,
@@ -192,17 +239,22 @@ def main(argv=None) -> Path:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    inputs, targets, weights = pseudo_labelled(
-        cam_model,
-        cam_meta,
-        train,
-        args.map,
-        config.context,
-        device,
-        args.protocol,
-        log,
-        args.slice_labels,
-    )
+    if isinstance(cam_model, SegNet):
+        inputs, targets, weights = teacher_labelled(
+            cam_model, cam_meta["threshold"], train, config.context, device, log, args.slice_labels
+        )
+    else:
+        inputs, targets, weights = pseudo_labelled(
+            cam_model,
+            cam_meta,
+            train,
+            args.map,
+            config.context,
+            device,
+            args.protocol,
+            log,
+            args.slice_labels,
+        )
     model = SegNet(config)
     losses = train_steps(
         model,
@@ -227,8 +279,8 @@ def main(argv=None) -> Path:
         "trained_on": {
             "cache": str(args.cache),
             "cam_checkpoint": str(args.cam),
-            "map": args.map,
-            "protocol": args.protocol,
+            "map": MAP if isinstance(cam_model, SegNet) else args.map,
+            "protocol": THRESHOLD_ONLY if isinstance(cam_model, SegNet) else args.protocol,
             "augment": args.augment,
             "slice_labels": args.slice_labels,
             "slice_loss": args.slice_loss,
