@@ -88,12 +88,9 @@ def pseudo_labelled(
     before_growth = MaskSettings(
         settings.threshold, settings.largest_only, settings.min_component_mm3
     )
-    inputs, targets, weights = [], [], []
-    for n, case_id in enumerate(data.case_ids, 1):
-        log(f"pseudo-masks {n}/{len(data.case_ids)}: {case_id}")
-        images, _ = data.case_slices(case_id)  # pixel labels of training patients: unused
+
+    def of_case(case_id: str, volume: dict) -> tuple[np.ndarray, np.ndarray]:
         spacing = data.case_spacing(case_id)
-        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
         fusions = ("mean", "max", "geometric", "weighted")
         result = run_to_end(cam_volume(cam_model, volume, device=device, fusions=fusions))
         confidence = refined_maps(result, spacing[0], refinement, cam_model.fusion_weights)[name]
@@ -104,7 +101,26 @@ def pseudo_labelled(
         else:
             mask = refined_mask(confidence, result.brain, spacing, settings)
             core = refined_mask(confidence, result.brain, spacing, before_growth)
-        target, weight = pseudo_targets(mask, core, confidence)
+        return pseudo_targets(mask, core, confidence)
+
+    return _labelled(data, context, of_case, log, slice_labels)
+
+
+def _labelled(
+    data: SliceCache,
+    context: int,
+    of_case: Callable[[str, dict], tuple[np.ndarray, np.ndarray]],
+    log: Callable[[str], None],
+    slice_labels: bool,
+):
+    """Every training patient's slices with context, and ``of_case(case_id, volume)``'s targets
+    and weights, corrected by the slice labels when ``slice_labels``; concatenated."""
+    inputs, targets, weights = [], [], []
+    for n, case_id in enumerate(data.case_ids, 1):
+        log(f"pseudo-masks {n}/{len(data.case_ids)}: {case_id}")
+        images, _ = data.case_slices(case_id)  # pixel labels of training patients: unused
+        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+        target, weight = of_case(case_id, volume)
         if slice_labels:
             target, weight = with_slice_labels(target, weight, data.case_labels(case_id))
         inputs.append(with_context(images, context))
@@ -128,20 +144,13 @@ def teacher_labelled(
     within :data:`GUIDED_BAND_MM` outside the mask, which are ignored; ``slice_labels`` as in
     :func:`pseudo_labelled`. Returns ``(inputs, targets, weights)`` as it does.
     """
-    inputs, targets, weights = [], [], []
-    for n, case_id in enumerate(data.case_ids, 1):
-        log(f"pseudo-masks {n}/{len(data.case_ids)}: {case_id}")
-        images, _ = data.case_slices(case_id)  # pixel labels of training patients: unused
-        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+
+    def of_case(case_id: str, volume: dict) -> tuple[np.ndarray, np.ndarray]:
         mask = segment_volume(teacher, volume, device=device) >= threshold
         band = grow(mask, data.case_spacing(case_id), GUIDED_BAND_MM) & ~mask
-        target, weight = mask.astype(np.uint8), (~band).astype(np.float32)
-        if slice_labels:
-            target, weight = with_slice_labels(target, weight, data.case_labels(case_id))
-        inputs.append(with_context(images, context))
-        targets.append(target)
-        weights.append(weight)
-    return np.concatenate(inputs), np.concatenate(targets), np.concatenate(weights)
+        return mask.astype(np.uint8), (~band).astype(np.float32)
+
+    return _labelled(data, context, of_case, log, slice_labels)
 
 
 def train_steps(

@@ -29,8 +29,8 @@ from equicam.core.metrics import dice
 from equicam.core.preprocess import to_input
 from equicam.core.segnet import SegNet, load_segnet, save_segnet, segment_volume, with_context
 
-# A second stage's probabilities run lower than a CAM's (slices the pseudo-masks leave out, and
-# healthy slices taught as healthy throughout, pull them down), so its grid reaches lower.
+# A second stage's grid reaches below the CAMs' sweep: learnt with slice labels, one chose the
+# sweep's floor (0.2) on validation and did better still at 0.1.
 THRESHOLDS = tuple(sorted({0.05, 0.1, 0.15, *(float(t) for t in SWEEP)}))
 
 # the installed package, and the sample data it links to (bundled checkpoints, sample case)
