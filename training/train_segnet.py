@@ -248,7 +248,8 @@ def main(argv=None) -> Path:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    if isinstance(cam_model, SegNet):
+    second_round = isinstance(cam_model, SegNet)
+    if second_round:
         inputs, targets, weights = teacher_labelled(
             cam_model, cam_meta["threshold"], train, config.context, device, log, args.slice_labels
         )
@@ -288,8 +289,8 @@ def main(argv=None) -> Path:
         "trained_on": {
             "cache": str(args.cache),
             "cam_checkpoint": str(args.cam),
-            "map": MAP if isinstance(cam_model, SegNet) else args.map,
-            "protocol": THRESHOLD_ONLY if isinstance(cam_model, SegNet) else args.protocol,
+            "map": MAP if second_round else args.map,
+            "protocol": THRESHOLD_ONLY if second_round else args.protocol,
             "augment": args.augment,
             "slice_labels": args.slice_labels,
             "slice_loss": args.slice_loss,

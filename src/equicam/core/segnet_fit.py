@@ -101,8 +101,9 @@ def training_losses(
     x_all = to_input(torch.from_numpy(inputs), size)
     y_all = to_input(torch.from_numpy(targets[:, None].astype(np.float32)), size, nearest=True)
     w_all = to_input(torch.from_numpy(weights[:, None]), size, nearest=True)
-    use_labels = labels is not None and slice_weight > 0
-    l_all = torch.as_tensor(np.asarray(labels)) if use_labels else None
+    l_all = None  # slice labels, when the slice loss is on
+    if labels is not None and slice_weight > 0:
+        l_all = torch.as_tensor(np.asarray(labels))
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.to(device).train()
@@ -116,7 +117,7 @@ def training_losses(
         x, y, w = x.to(device), y.to(device), w.to(device)
         logits = model(x)
         loss = weighted_loss(logits, y, w)
-        tumour = (l_all[pick] == 1).to(device) if use_labels else None
+        tumour = (l_all[pick] == 1).to(device) if l_all is not None else None
         if tumour is not None and tumour.any():
             positives = torch.ones(int(tumour.sum()), device=device)
             loss = loss + slice_weight * slice_loss(logits[tumour], positives, slice_pixels)
