@@ -33,6 +33,21 @@ def test_round_trip_keeps_weights_and_metadata(saved, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]
 
 
+@pytest.mark.parametrize("name", ["equivariant", "second-stage"])
+def test_loading_draws_nothing_from_the_global_random_generator(name):
+    """A load in the plugin's background thread must not shift a seeded run in another."""
+    from equicam.core.checkpoint import load_model
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    model, _ = load_model(name)
+    assert torch.equal(torch.get_rng_state(), state)
+    weights = list(model.state_dict().values())
+    assert all(w.device.type == "cpu" for w in weights)
+    assert all(w.dtype == torch.float32 for w in weights if w.is_floating_point())
+    assert all(p.requires_grad for p in model.parameters())  # fine-tuning starts from a load
+
+
 def test_a_pickle_is_refused_without_being_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
     path = tmp_path / "evil.safetensors"

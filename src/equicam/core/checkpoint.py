@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from equicam.core.atomic import write_file
@@ -244,7 +244,6 @@ def load_checkpoint(
             path,
             f"trained on '{preprocessing}' inputs; this equicam normalises with '{NORMALISATION}'",
         )
-    model = MultiModalCAM(config)
     try:
         state = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - header was fine, the data is not
@@ -257,7 +256,7 @@ def load_checkpoint(
         if not value.isfinite().all():
             raise CheckpointError(path, f"non-finite weights (NaN or Inf) in {key}")
     try:
-        result = model.load_state_dict(state, strict=False)
+        model, result = model_from_weights(lambda: MultiModalCAM(config), state, strict=False)
     except RuntimeError as error:  # tensor shapes that differ from the architecture
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise CheckpointError(path, f"weights are for another architecture ({first})") from None
@@ -269,6 +268,32 @@ def load_checkpoint(
         )
     model.fusion_weights = _fusion_weights(path, meta, config.modalities)
     return model.to(device).eval(), meta
+
+
+def model_from_weights(make: Callable, state: dict, *, strict: bool = True):
+    """The module that ``make()`` builds, holding the weights of ``state`` (float32).
+
+    The module is built on torch's meta device, so no weight is drawn at random: loading takes
+    nothing from torch's global random generator, which a training run in another thread (or a
+    seeded test) relies on, and spends no time on weights that the file replaces.
+
+    Returns
+    -------
+    (torch.nn.Module, load_state_dict's result)
+        With ``strict=False``, a weight the state lacks is left on the meta device; the caller
+        checks the result's missing keys.
+
+    Raises
+    ------
+    RuntimeError
+        Weights whose names (``strict``) or shapes differ from the module's.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = make()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return model, model.load_state_dict(state, strict=strict, assign=True)
 
 
 def load_model(spec: str | os.PathLike, *, device: str = "cpu"):

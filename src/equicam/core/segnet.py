@@ -199,7 +199,7 @@ def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, d
     """
     from safetensors.torch import load_file
 
-    from equicam.core.checkpoint import CheckpointError, read_metadata
+    from equicam.core.checkpoint import CheckpointError, model_from_weights, read_metadata
 
     meta = read_metadata(path)
     if meta.get("kind") != KIND:
@@ -207,8 +207,8 @@ def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, d
     if meta.get("preprocessing", NORMALISATION) != NORMALISATION:
         raise CheckpointError(path, f"trained on '{meta['preprocessing']}' inputs")
     try:
-        model = SegNet(SegConfig.from_dict(meta["model"]))
-        model.load_state_dict(load_file(str(path)))
+        config = SegConfig.from_dict(meta["model"])
+        model, _ = model_from_weights(lambda: SegNet(config), load_file(str(path)))
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             path, f"second-stage weights or settings unusable ({error})"
