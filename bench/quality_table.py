@@ -192,8 +192,8 @@ def figure(test_dir: Path, checkpoints: dict, path: Path, n_slices: int = 4) -> 
 
 def row_label(name: str, method: str, results: dict) -> str:
     """A row's name with how its networks were made: a CAM model's size, widths, epochs and
-    protocol; a second stage's size, widths, the pseudo-masks it learnt and the corrected cases
-    it was fine-tuned on."""
+    protocol; a second stage's size, widths, the pseudo-masks it learnt, the corrected cases
+    it was fine-tuned on and the sizes it runs at."""
     meta = read_metadata(resolve_checkpoint(results["checkpoint"]))
     model = meta["model"]
     size = f"{model['input_size']} px, widths {model['widths'][0]}-{model['widths'][-1]}"
@@ -208,7 +208,9 @@ def row_label(name: str, method: str, results: dict) -> str:
         tuned = meta.get("fine_tuned")
         if tuned:
             source += f", fine-tuned on {len(tuned['cases'])} corrected cases"
-        return f"{name}, second stage ({size}, {learnt.get('steps', '?')} steps on {source})"
+        sizes = meta.get("input_sizes", [model["input_size"]])
+        run = f"; run at {'+'.join(map(str, sizes))} px" if len(sizes) > 1 else ""
+        return f"{name}, second stage ({size}, {learnt.get('steps', '?')} steps on {source}{run})"
     epochs = meta.get("epochs", "?")
     setting = f"{size}, {epochs} epoch{'' if epochs == 1 else 's'}, {results['protocol']} protocol"
     return f"{name}, {METHOD_LABELS[method]} ({setting})"

@@ -100,3 +100,32 @@ def test_protocol_settings_score_on_validation_what_the_protocol_then_gives(
                 dices[name].append(dice(masks[name], truth))
     for name, map_settings in settings["maps"].items():
         assert map_settings["dice"] == pytest.approx(np.mean(dices[name]))
+
+
+def test_the_command_chooses_a_second_stages_sizes_and_threshold(
+    tiny_cache, tiny_segnet, tmp_path
+):
+    from equicam.core.segnet import load_segnet
+    from equicam.core.segnet_fit import THRESHOLDS, size_choices
+
+    before = tiny_segnet.read_bytes()
+    command = [
+        sys.executable,
+        "-m",
+        "training.calibrate",
+        str(tiny_segnet),
+        "--cache",
+        str(tiny_cache),
+    ]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "cal.safetensors")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    model, meta = load_segnet(tmp_path / "cal.safetensors")
+    assert tuple(meta["input_sizes"]) in size_choices(32)
+    assert model.input_sizes == tuple(meta["input_sizes"]) and meta["threshold"] in THRESHOLDS
+    assert meta["calibrated_on"]["val_cases"] == 1 and 0 <= meta["val_dice"] <= 1
+    assert f"input sizes {meta['input_sizes']}" in done.stdout
+    refused = subprocess.run([*command, "--out", str(tiny_segnet)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
+    assert tiny_segnet.read_bytes() == before

@@ -11,7 +11,8 @@ from equicam.core.brats import load_case
 from equicam.core.checkpoint import load_model
 from equicam.core.metrics import dice
 from equicam.core.model import MultiModalCAM
-from equicam.core.segnet import SegNet
+from equicam.core.segnet import SegConfig, SegNet, load_segnet, save_segnet, segment_volume
+from equicam.core.segnet_fit import THRESHOLDS, best_setting, size_choices
 
 
 def test_the_checkpoint_kind_is_read_from_its_metadata(tiny_segnet, tmp_path):
@@ -59,3 +60,57 @@ def test_cam_and_evaluate_run_a_second_stage(tiny_segnet, synthetic_cases, tmp_p
     refused = main([*argv, "--out", str(tmp_path / "no"), "--protocol", "refined"])
     assert refused == 2
     assert "is a second stage" in capsys.readouterr().err
+
+
+@pytest.fixture
+def sample_volumes(synthetic_cases):
+    """(normalised volume, whole tumour) of cases 0 and 6 (tumour) and 9 (tumour-free)."""
+    from equicam.core.evaluation import normalised_images
+
+    cases = []
+    for name in ("BraTS2021_00000", "BraTS2021_00006", "BraTS2021_00009"):
+        case = load_case(synthetic_cases / name)
+        cases.append((normalised_images(case, SegConfig().modalities), case.whole_tumour))
+    return cases
+
+
+def test_input_sizes_average_the_probabilities_and_travel_with_the_checkpoint(
+    tiny_segnet, sample_volumes, tmp_path
+):
+    model, meta = load_segnet(tiny_segnet)
+    assert model.input_sizes == (32,) and meta["input_sizes"] == [32]
+    images = sample_volumes[0][0]
+    alone = {}
+    for size in (32, 48):
+        model.input_sizes = (size,)
+        alone[size] = segment_volume(model, images)
+    assert np.abs(alone[32] - alone[48]).max() > 1e-3  # the size a slice is seen at matters
+    model.input_sizes = (32, 48)
+    np.testing.assert_allclose(
+        segment_volume(model, images), (alone[32] + alone[48]) / 2, atol=1e-6
+    )
+    path = save_segnet(tmp_path / "sized.safetensors", model, meta)
+    assert load_segnet(path)[0].input_sizes == (32, 48)
+
+
+def test_the_chosen_sizes_and_threshold_give_the_best_dice_they_report(
+    tiny_segnet, sample_volumes
+):
+    assert size_choices(96) == [(96,), (96, 128), (96, 128, 160)]
+    model, _ = load_segnet(tiny_segnet)
+    chosen = best_setting(model, sample_volumes, "cpu")
+    assert chosen["input_sizes"] in size_choices(32) and chosen["threshold"] in THRESHOLDS
+    assert model.input_sizes == chosen["input_sizes"]
+    tumour = [(v, t) for v, t in sample_volumes if t.any()]
+    given = np.mean([dice(segment_volume(model, v) >= chosen["threshold"], t) for v, t in tumour])
+    assert chosen["dice"] == pytest.approx(given, abs=1e-6)
+    model.input_sizes = (32,)
+    probabilities = [segment_volume(model, v) for v, _ in tumour]
+    trained_size = max(
+        np.mean([dice(p >= t, truth) for p, (_, truth) in zip(probabilities, tumour, strict=True)])
+        for t in THRESHOLDS
+    )
+    assert chosen["dice"] >= trained_size - 1e-9  # the training size alone is one choice
+
+    nothing = best_setting(model, sample_volumes[2:], "cpu")  # no patient with tumour
+    assert nothing == {"input_sizes": (32,), "threshold": 0.5, "dice": None}

@@ -5,6 +5,8 @@
 Training calls :func:`calibrate` after its last epoch; the command does the same for an existing
 checkpoint (a cache of your own validation patients, or one trained before the weights or the
 refined protocol existed) and writes a new file: the checkpoint it reads is never overwritten.
+For a second stage (``second-stage`` or a file of ``training.train_segnet``) it chooses the
+threshold and the input sizes instead (:func:`~equicam.core.segnet_fit.best_setting`).
 """
 
 from __future__ import annotations
@@ -289,13 +291,49 @@ def calibration_metadata(chosen: dict) -> dict:
     return meta
 
 
+def calibrate_second_stage(parser, source: Path, cache, splits, out: Path, device: str) -> None:
+    """Choose a second stage's input sizes and threshold on ``splits`` of ``cache`` and write
+    it, so chosen, to ``out``."""
+    from equicam.core.segnet import load_segnet, save_segnet
+    from training.train_segnet import choose_setting
+
+    model, meta = load_segnet(source, device)
+    data = [SliceCache(cache, split, model.modalities) for split in splits]
+    chosen = choose_setting(model, data, device)
+    if chosen["dice"] is None:
+        parser.error(f"{cache}: its {','.join(splits)} split has no patient with tumour")
+    meta = {
+        **meta,
+        "threshold": chosen["threshold"],
+        "val_dice": chosen["dice"],
+        "calibrated_on": {
+            "cache": str(cache),
+            "splits": list(splits),
+            "val_cases": sum(len(d.case_ids) for d in data),
+        },
+    }
+    path = save_segnet(out, model.cpu(), meta)
+    print(
+        f"wrote {path}: input sizes {list(chosen['input_sizes'])}, threshold "
+        f"{chosen['threshold']}, val Dice {chosen['dice']:.3f}"
+    )
+
+
 def main(argv=None) -> None:
     """Command line: ``CHECKPOINT --cache DIR --out FILE [--splits S,..] [--device D]``."""
-    from equicam.core.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from equicam.core.checkpoint import (
+        SECOND_STAGE,
+        load_checkpoint,
+        read_metadata,
+        resolve_checkpoint,
+        save_checkpoint,
+    )
     from equicam.core.device import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="'equivariant', 'baseline' or a .safetensors file")
+    parser.add_argument(
+        "checkpoint", help="'equivariant', 'baseline', 'second-stage' or a .safetensors file"
+    )
     parser.add_argument("--cache", required=True, help="slice cache of `equicam prepare`")
     parser.add_argument("--out", required=True, type=Path, help="new .safetensors file")
     parser.add_argument(
@@ -307,13 +345,17 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=device)
-    if args.out.exists() and args.out.resolve() == resolve_checkpoint(args.checkpoint).resolve():
+    source = resolve_checkpoint(args.checkpoint)
+    if args.out.exists() and args.out.resolve() == source.resolve():
         parser.error(f"{args.out}: refusing to overwrite the checkpoint being calibrated")
     names = [s for s in args.splits.split(",") if s]
     unknown = [s for s in names if s not in ("train", "val", "test")]
     if unknown or not names:
         parser.error(f"--splits: use some of train, val, test (got {args.splits!r})")
+    if read_metadata(source).get("kind") == SECOND_STAGE:
+        calibrate_second_stage(parser, source, args.cache, names, args.out, device)
+        return
+    model, meta = load_checkpoint(args.checkpoint, device=device)
     data = [SliceCache(args.cache, split, model.modalities) for split in names]
     chosen = calibrate(model, data, device, refine=True)
     if chosen["fusion_weights"] is None:

@@ -12,8 +12,9 @@ ignored. ``CKPT`` may instead be a second stage (a second round): its masks, the
 ignored, are then learnt (:func:`teacher_labelled`). ``--slice-labels`` corrects the
 pseudo-masks by the slice labels the CAM networks learnt from, and ``--slice-loss W`` adds a
 multiple-instance loss of the tumour slices' labels. ``--augment P`` changes the look of the
-inputs at random. Its threshold is then chosen
-on the validation patients' pixel labels, as the CAM models' thresholds are. Writes
+inputs at random. Its threshold and input sizes are then chosen on the validation patients'
+pixel labels, as the CAM models' thresholds are (``python -m training.calibrate`` chooses them
+again for an existing second stage). Writes
 ``DIR/segnet.safetensors`` and ``DIR/losses.json``; never overwrites a file it did not write.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ from equicam.core.segnet import (
     with_context,
     with_slice_labels,
 )
-from equicam.core.segnet_fit import best_threshold, training_losses
+from equicam.core.segnet_fit import best_setting, training_losses
 from training.data import SliceCache
 
 # the edge of a guided pseudo-mask that the second stage neither learns as tumour nor as healthy
@@ -173,15 +174,16 @@ def train_steps(
     return losses
 
 
-def choose_threshold(model: SegNet, data: SliceCache, device: str) -> dict:
-    """The threshold of :data:`~equicam.core.segnet_fit.THRESHOLDS` with the best mean Dice on
-    the split's tumour patients."""
+def choose_setting(model: SegNet, splits: Sequence[SliceCache], device: str) -> dict:
+    """The input sizes and threshold with the best mean Dice on the tumour patients of
+    ``splits`` (:func:`~equicam.core.segnet_fit.best_setting`, which sets them on ``model``)."""
     cases = []
-    for case_id in data.case_ids:
-        images, truth = data.case_slices(case_id)
-        volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
-        cases.append((volume, truth > 0))
-    return best_threshold(model, cases, device)
+    for data in splits:
+        for case_id in data.case_ids:
+            images, truth = data.case_slices(case_id)
+            volume = {m: images[:, i] for i, m in enumerate(data.modalities)}
+            cases.append((volume, truth > 0))
+    return best_setting(model, cases, device)
 
 
 def main(argv=None) -> Path:
@@ -281,10 +283,11 @@ def main(argv=None) -> Path:
         slice_weight=args.slice_loss,
         log=log,
     )
-    chosen = choose_threshold(model, SliceCache(args.cache, "val", config.modalities), device)
+    chosen = choose_setting(model, [SliceCache(args.cache, "val", config.modalities)], device)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "threshold": chosen["threshold"],
+        "input_sizes": list(chosen["input_sizes"]),
         "val_dice": chosen["dice"],
         "trained_on": {
             "cache": str(args.cache),
@@ -304,7 +307,10 @@ def main(argv=None) -> Path:
     }
     path = save_segnet(target, model.cpu(), meta)
     (args.out / "losses.json").write_text(json.dumps(losses))
-    print(f"wrote {path}: threshold {chosen['threshold']}, val Dice {chosen['dice']}")
+    print(
+        f"wrote {path}: input sizes {chosen['input_sizes']}, threshold {chosen['threshold']}, "
+        f"val Dice {chosen['dice']}"
+    )
     return path
 
 

@@ -130,6 +130,16 @@ def test_other_preprocessing_or_non_finite_weights_are_refused(saved, tmp_path):
         load_checkpoint(broken)
 
 
+@pytest.mark.parametrize("sizes", [[], [96] * 5, [8], [96, 4096], [96.5], "96", [True]])
+def test_input_sizes_that_are_not_1_to_4_sizes_are_refused_by_name(saved, tmp_path, sizes):
+    path, model = saved
+    meta = {"format": 1, "model": CONFIG.to_dict(), "input_sizes": sizes}
+    bad = tmp_path / "sizes.safetensors"
+    save_file(model.state_dict(), bad, metadata={"equicam": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="sizes.safetensors: metadata input_sizes must be"):
+        load_checkpoint(bad)
+
+
 def test_saving_is_atomic_and_leaves_no_temporary_file(saved, tmp_path):
     path, model = saved
     before = path.read_bytes()

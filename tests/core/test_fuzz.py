@@ -93,7 +93,8 @@ def test_fuzzed_nifti_files_load_or_raise_the_projects_error(tmp_path):
 VALUES = [-1, 0, 1, 2, 3, 40_000, 2**31, 1e308, float("nan"), "abc", None, True, [], {},
           [200_000] * 4, [4, 8, 8, 8], ["t1"], ["pd"], [[[[1]]]], 0.5, "case"]  # fmt: skip
 MODEL_KEYS = ["modalities", "widths", "input_size", "n_classes", "input_norm", "extra"]
-META_KEYS = ["threshold", "thresholds", "preprocessing", "fusion_weights", "format", "model"]
+META_KEYS = ["threshold", "thresholds", "preprocessing", "fusion_weights", "format", "model",
+             "input_sizes"]  # fmt: skip
 DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I8", "BOOL", "U8", "XX", 7]
 
 

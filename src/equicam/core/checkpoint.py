@@ -141,8 +141,8 @@ def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
     Types and ranges: ``model.modalities`` distinct known modality names, ``model.widths``
     1 to 8 integers in 1..MAX_WIDTH, ``model.input_size`` in 16..MAX_INPUT_SIZE,
     ``model.n_classes`` 2, ``threshold`` and each of ``thresholds`` in (0, 1),
-    ``preprocessing`` a string; and the networks it describes hold at most
-    ``MAX_PARAMETERS`` parameters.
+    ``input_sizes`` 1 to 4 integers in 16..MAX_INPUT_SIZE, ``preprocessing`` a string; and
+    the networks it describes hold at most ``MAX_PARAMETERS`` parameters.
 
     Raises
     ------
@@ -190,6 +190,15 @@ def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
         isinstance(k, str) and _is_fraction(v) for k, v in thresholds.items()
     ):
         raise bad("thresholds", "must map map names to numbers between 0 and 1")
+    sizes = meta.get("input_sizes", [16])
+    if (
+        not isinstance(sizes, list | tuple)
+        or not 1 <= len(sizes) <= 4
+        or not all(_is_int(s, 16, MAX_INPUT_SIZE) for s in sizes)
+    ):
+        raise bad(
+            "input_sizes", f"must be 1 to 4 integers in 16..{MAX_INPUT_SIZE}, found {sizes!r:.80}"
+        )
     if not isinstance(meta.get("preprocessing", NORMALISATION), str):
         raise bad("preprocessing", "must be a string")
 
@@ -286,10 +295,14 @@ def model_from_weights(make: Callable, state: dict, *, strict: bool = True):
     Raises
     ------
     RuntimeError
-        Weights whose names (``strict``) or shapes differ from the module's.
+        Weights whose names (``strict``) or shapes differ from the module's, or that are not
+        floating point (batch-norm's step counters aside).
     """
     import torch
 
+    for key, value in state.items():
+        if not value.is_floating_point() and not key.endswith("num_batches_tracked"):
+            raise RuntimeError(f"weight {key} is {value.dtype}, not floating point")
     with torch.device("meta"):
         model = make()
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

@@ -7,8 +7,11 @@ last slice), and predicts a tumour probability per pixel. It is the same U-Net a
 per-pixel logits (0 = healthy, 1 = tumour) rather than a map pooled into a slice label.
 
 Its checkpoint is one ``.safetensors`` file like the CAM models' (:mod:`equicam.core.checkpoint`)
-with ``"kind": "segnet"`` and its :class:`SegConfig` as ``model`` in the metadata, and the mask
-threshold chosen on validation patients under ``threshold``.
+with ``"kind": "segnet"`` and its :class:`SegConfig` as ``model`` in the metadata, and two
+settings chosen on validation patients (:func:`~equicam.core.segnet_fit.best_setting`): the mask
+``threshold`` and the ``input_sizes`` it runs at. A slice is resized to each of those sizes
+(the first is the size it was trained at) and the probabilities are averaged: a larger size
+shows a small lesion over more pixels, closer to the tumours the network mostly learnt from.
 
 Run on a case (``equicam cam``/``evaluate``, the plugin), it makes one map, ``second_stage``
 (its tumour probability), whose mask is that map at the checkpoint's threshold.
@@ -82,6 +85,8 @@ class SegNet(nn.Module):
         self.config = config or SegConfig()
         # fusion weights belong to CAM models; save_checkpoint asks every model for them
         self.fusion_weights = None
+        # Sizes a slice is seen at, probabilities averaged; a checkpoint's input_sizes.
+        self.input_sizes: tuple[int, ...] = (self.config.input_size,)
         self.net = CAMNet(self.config.widths, 2, "case", self.config.in_channels)
 
     @property
@@ -137,8 +142,8 @@ def segment_steps(
     -------
     CamResult
         The generator's return value: the probability ``(Z, Y, X)`` float32 as map
-        :data:`MAP`, zero outside the brain and on slices not computed; as its slice
-        probability, each slice's highest.
+        :data:`MAP` (the mean over the model's ``input_sizes``), zero outside the brain and on
+        slices not computed; as its slice probability, each slice's highest.
     """
     from equicam.core.inference import CamResult, Progress
 
@@ -152,13 +157,17 @@ def segment_steps(
     todo = [z for z in wanted if 0 <= z < len(brain) and has_brain[z]]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     net = model.to(device).eval()
+    shape = volume.shape[2:]
     out = np.zeros(brain.shape, np.float32)
     yield Progress(0, len(batches), f"second stage on {len(todo)} slices")
     for done, batch in enumerate(batches, 1):
         x = torch.from_numpy(with_context(volume, model.config.context, batch))
         with torch.inference_mode():
-            prob = torch.softmax(net(to_input(x.to(device), model.config.input_size)), dim=1)
-            out[batch] = from_input(prob[:, 1:], volume.shape[2:])[:, 0].cpu().numpy()
+            prob = sum(
+                from_input(torch.softmax(net(to_input(x.to(device), size)), dim=1)[:, 1:], shape)
+                for size in model.input_sizes
+            )
+            out[batch] = (prob[:, 0] / len(model.input_sizes)).cpu().numpy()
         yield Progress(done, len(batches), f"second stage: slices {batch[0]}-{batch[-1]}")
     computed = np.zeros(len(brain), bool)
     computed[todo] = True
@@ -186,7 +195,9 @@ def save_segnet(path: str | os.PathLike, model: SegNet, meta: dict):
     """Write the second stage's checkpoint (see the module's notes); returns its path."""
     from equicam.core.checkpoint import save_checkpoint
 
-    return save_checkpoint(path, model, {**meta, "kind": KIND})
+    return save_checkpoint(
+        path, model, {**meta, "kind": KIND, "input_sizes": list(model.input_sizes)}
+    )
 
 
 def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, dict]:
@@ -209,6 +220,7 @@ def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, d
     try:
         config = SegConfig.from_dict(meta["model"])
         model, _ = model_from_weights(lambda: SegNet(config), load_file(str(path)))
+        model.input_sizes = tuple(meta.get("input_sizes", model.input_sizes))
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             path, f"second-stage weights or settings unusable ({error})"

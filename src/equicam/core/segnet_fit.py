@@ -1,14 +1,15 @@
 """Fitting a second stage (:mod:`equicam.core.segnet`): its loss, its training loop, its
-threshold, and fine-tuning it on masks that a radiologist corrected.
+threshold and input sizes, and fine-tuning it on masks that a radiologist corrected.
 
 The training loop is a generator of losses, so that a command runs it to the end and the
 plugin runs it in a thread worker with progress and Cancel; ``training.train_segnet`` and
 ``training.finetune_segnet`` (and the plugin's button) share it.
 
 Fine-tuning (:func:`fine_tune`) learns each corrected case's mask as a full label, every
-voxel weighing 1 (a correction is no pseudo-label), then chooses the threshold again on
-those cases, and writes a new checkpoint: never over an existing file (the one it starts
-from included), never inside the installed package (its bundled checkpoints and sample case).
+voxel weighing 1 (a correction is no pseudo-label), then chooses the threshold and input
+sizes again on those cases, and writes a new checkpoint: never over an existing file (the one
+it starts from included), never inside the installed package (its bundled checkpoints and
+sample case).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from equicam.core.augment import IntensityAugment, augment_intensity
-from equicam.core.checkpoint import BUNDLED_DIR, CheckpointError
+from equicam.core.checkpoint import BUNDLED_DIR, MAX_INPUT_SIZE, CheckpointError
 from equicam.core.evaluation import SWEEP
 from equicam.core.inference import Progress
 from equicam.core.metrics import dice
@@ -32,6 +33,10 @@ from equicam.core.segnet import SegNet, load_segnet, save_segnet, segment_volume
 # A second stage's grid reaches below the CAMs' sweep: learnt with slice labels, one chose the
 # sweep's floor (0.2) on validation and did better still at 0.1.
 THRESHOLDS = tuple(sorted({0.05, 0.1, 0.15, *(float(t) for t in SWEEP)}))
+# Zooms of the training size that a second stage may also run at, probabilities averaged
+# (best_setting): learnt mostly from large tumours, it misses small lesions at its training
+# size and finds many of them when they cover 4/3 as many pixels across.
+ZOOMS = (1.0, 4 / 3, 5 / 3)
 
 # the installed package, and the sample data it links to (bundled checkpoints, sample case)
 PROTECTED = (Path(__file__).resolve().parent.parent, BUNDLED_DIR.resolve().parent)
@@ -127,20 +132,41 @@ def training_losses(
         yield float(loss.detach())
 
 
-def best_threshold(model: SegNet, cases, device: str) -> dict:
-    """The threshold of :data:`THRESHOLDS` with the best mean Dice of ``model`` over the tumour
-    patients of ``cases`` (``(volume, truth)``: modality -> normalised volume, tumour mask);
-    ``{"threshold", "dice"}``, 0.5 and None when none has tumour."""
-    cases = [
-        (segment_volume(model, volume, device=device), truth)
-        for volume, truth in cases
-        if truth.any()
-    ]
-    if not cases:
-        return {"threshold": 0.5, "dice": None}
-    scores = {t: float(np.mean([dice(p >= t, truth) for p, truth in cases])) for t in THRESHOLDS}
-    best = max(scores, key=scores.get)
-    return {"threshold": best, "dice": scores[best]}
+def size_choices(size: int) -> list[tuple[int, ...]]:
+    """The input-size sets :func:`best_setting` weighs for a network trained at ``size``: the
+    training size alone, then with each further zoom of :data:`ZOOMS` (multiples of 8)."""
+    sizes = [min(MAX_INPUT_SIZE, max(16, round(size * zoom / 8) * 8)) for zoom in ZOOMS]
+    return [tuple(sizes[:n]) for n in range(1, len(sizes) + 1)]
+
+
+def best_setting(model: SegNet, cases, device: str) -> dict:
+    """The input sizes (:func:`size_choices`) and the threshold (:data:`THRESHOLDS`) with the
+    best mean Dice of ``model`` over the tumour patients of ``cases`` (``(volume, truth)``:
+    modality -> normalised volume, tumour mask); sets ``model.input_sizes`` to those sizes.
+
+    Returns ``{"input_sizes", "threshold", "dice"}``: the training size, 0.5 and None when no
+    case has tumour. Ties go to fewer sizes, then to the lower threshold.
+    """
+    cases = [(volume, truth) for volume, truth in cases if truth.any()]
+    choices = size_choices(model.config.input_size)
+    best = {"input_sizes": choices[0], "threshold": 0.5, "dice": None}
+    if cases:
+        probabilities = {}  # size -> each case's probability at that size alone
+        for size in choices[-1]:
+            model.input_sizes = (size,)
+            probabilities[size] = [segment_volume(model, v, device=device) for v, _ in cases]
+        for sizes in choices:
+            mean = [
+                np.mean([probabilities[s][i] for s in sizes], axis=0) for i in range(len(cases))
+            ]
+            for t in THRESHOLDS:
+                score = float(
+                    np.mean([dice(p >= t, c[1]) for p, c in zip(mean, cases, strict=True)])
+                )
+                if best["dice"] is None or score > best["dice"]:
+                    best = {"input_sizes": sizes, "threshold": t, "dice": score}
+    model.input_sizes = best["input_sizes"]
+    return best
 
 
 def corrected_inputs(
@@ -232,7 +258,8 @@ def fine_tune(
     -------
     dict
         The generator's return value: ``path``, ``losses`` (every step's), ``loss_before`` and
-        ``loss_after`` (:func:`mean_loss` over the cases), ``threshold`` and ``dice``.
+        ``loss_after`` (:func:`mean_loss` over the cases), ``input_sizes``, ``threshold`` and
+        ``dice``.
     """
     out = check_new_checkpoint(out)
     if not cases:
@@ -257,10 +284,11 @@ def fine_tune(
         losses.append(loss)
         yield Progress(step, steps, f"fine-tuning: step {step}, loss {loss:.3f}")
     after = mean_loss(model, cases, device)
-    chosen = best_threshold(model, cases, device)
+    chosen = best_setting(model, cases, device)
     tuned = {
         **meta,
         "threshold": chosen["threshold"],
+        "input_sizes": list(chosen["input_sizes"]),
         "val_dice": chosen["dice"],
         "fine_tuned": {
             "from": str(segnet),
