@@ -54,3 +54,16 @@ def test_fine_tuning_lowers_the_loss_on_the_corrections_and_writes_a_new_checkpo
         main([*args[:4], "--out", str(BUNDLED_DIR / "tuned.safetensors")])
     assert "installed package" in capsys.readouterr().err
     assert not (BUNDLED_DIR / "tuned.safetensors").exists()
+
+
+def test_the_bundled_second_stage_is_fine_tuned_by_its_name(corrected, tmp_path):
+    from equicam.core.segnet_fit import size_choices
+
+    out = tmp_path / "tuned.safetensors"
+    args = ["--cases", str(corrected), "--segnet", "second-stage", "--out", str(out)]
+    summary = main([*args, "--steps", "2", "--device", "cpu"])
+    model, meta = load_segnet(out)
+    assert summary["path"] == out and meta["fine_tuned"]["from"] == "second-stage"
+    assert model.input_sizes == tuple(meta["input_sizes"]) and meta["input_sizes"] in [
+        list(sizes) for sizes in size_choices(96)
+    ]

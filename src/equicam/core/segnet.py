@@ -201,7 +201,8 @@ def save_segnet(path: str | os.PathLike, model: SegNet, meta: dict):
 
 
 def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, dict]:
-    """Load a second-stage checkpoint for inference; never unpickles anything.
+    """Load a second-stage checkpoint (a path, or ``second-stage``: the bundled one) for
+    inference; never unpickles anything.
 
     Raises
     ------
@@ -210,8 +211,14 @@ def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, d
     """
     from safetensors.torch import load_file
 
-    from equicam.core.checkpoint import CheckpointError, model_from_weights, read_metadata
+    from equicam.core.checkpoint import (
+        CheckpointError,
+        model_from_weights,
+        read_metadata,
+        resolve_checkpoint,
+    )
 
+    path = resolve_checkpoint(path)
     meta = read_metadata(path)
     if meta.get("kind") != KIND:
         raise CheckpointError(path, "not a second-stage (segnet) checkpoint")
