@@ -4,9 +4,10 @@
         [--steps N] [--batch-size B] [--lr LR] [--seed S] [--device D]
 
 Every case under ``DIR`` with a saved mask (its newest ``<case id>_mask*.nii.gz``, found as
-the case navigator finds them) is learnt as a full label; the threshold is chosen again on
-those cases (:func:`~equicam.core.segnet_fit.fine_tune`). Writes ``NEW.safetensors``, a new
-file: never over an existing one, never inside the installed package. The plugin's
+the case navigator finds them) is learnt as a full label; the threshold and input sizes are
+chosen again on those cases (:func:`~equicam.core.segnet_fit.fine_tune`). Writes
+``NEW.safetensors``, a new file: never over an existing one, never inside the installed
+package. The plugin's
 *Learn from corrections* button runs the same code.
 """
 
@@ -57,8 +58,9 @@ def main(argv=None) -> dict:
         parser.error(str(error))
     print(
         f"wrote {summary['path']}: {len(cases)} corrected cases, loss "
-        f"{summary['loss_before']:.4f} -> {summary['loss_after']:.4f}, threshold "
-        f"{summary['threshold']} (Dice {summary['dice']})"
+        f"{summary['loss_before']:.4f} -> {summary['loss_after']:.4f}, input sizes "
+        f"{list(summary['input_sizes'])}, threshold {summary['threshold']} "
+        f"(Dice {summary['dice']})"
     )
     return summary
 

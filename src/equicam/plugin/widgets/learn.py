@@ -34,7 +34,8 @@ class LearnFromCorrections(Container):
         self.run = PushButton(
             text="Learn from corrections",
             tooltip="Fine-tune the chosen second stage on the newest saved mask of every case "
-            "in the folder, then choose its threshold again on them; writes a new checkpoint",
+            "in the folder, then choose its threshold and input sizes again on them; writes a new "
+            "checkpoint",
         )
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, visible=False)
