@@ -119,6 +119,15 @@ def _is_int(value, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+def _are_ints(values, most: int, low: int, high: int) -> bool:
+    """``values`` is a list of 1 to ``most`` integers in ``low..high``."""
+    return (
+        isinstance(values, list | tuple)
+        and 1 <= len(values) <= most
+        and all(_is_int(v, low, high) for v in values)
+    )
+
+
 def _is_fraction(value) -> bool:
     return (
         isinstance(value, int | float)
@@ -165,11 +174,7 @@ def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
     ):
         raise bad("model.modalities", f"must be distinct names of {_KNOWN_MODALITIES}")
     widths = model.get("widths", [64])
-    if (
-        not isinstance(widths, list | tuple)
-        or not 1 <= len(widths) <= 8
-        or not all(_is_int(w, 1, MAX_WIDTH) for w in widths)
-    ):
+    if not _are_ints(widths, 8, 1, MAX_WIDTH):
         raise bad(
             "model.widths", f"must be 1 to 8 integers in 1..{MAX_WIDTH}, found {widths!r:.80}"
         )
@@ -191,11 +196,7 @@ def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
     ):
         raise bad("thresholds", "must map map names to numbers between 0 and 1")
     sizes = meta.get("input_sizes", [16])
-    if (
-        not isinstance(sizes, list | tuple)
-        or not 1 <= len(sizes) <= 4
-        or not all(_is_int(s, 16, MAX_INPUT_SIZE) for s in sizes)
-    ):
+    if not _are_ints(sizes, 4, 16, MAX_INPUT_SIZE):
         raise bad(
             "input_sizes", f"must be 1 to 4 integers in 16..{MAX_INPUT_SIZE}, found {sizes!r:.80}"
         )
