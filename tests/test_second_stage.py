@@ -37,6 +37,7 @@ def test_cam_and_evaluate_run_a_second_stage(tiny_segnet, synthetic_cases, tmp_p
     assert provenance["model_kind"] == "segnet" and provenance["method"] == "segnet"
     assert provenance["protocol"] == "threshold"
     assert provenance["thresholds"] == {"second_stage": 0.5}
+    assert provenance["input_sizes"] == [32]
     probability = np.asarray(nib.load(written / "cam-second_stage.nii.gz").dataobj)
     mask = nib.load(written / "mask-second_stage.nii.gz")
     assert probability.min() >= 0 and probability.max() <= 1 and probability.max() > 0
@@ -50,6 +51,7 @@ def test_cam_and_evaluate_run_a_second_stage(tiny_segnet, synthetic_cases, tmp_p
     assert results["model_kind"] == "segnet" and results["protocol"] == "threshold"
     assert list(results["summary"]) == ["second_stage"]
     assert results["summary"]["second_stage"]["threshold"] == 0.5
+    assert results["input_sizes"] == [32]
     loaded = load_case(case)
     shown = loaded.geometry.to_display(np.asarray(mask.dataobj))
     assert results["per_case"][case.name]["second_stage"]["dice"] == pytest.approx(

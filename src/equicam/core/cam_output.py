@@ -169,6 +169,7 @@ def cam_case(
             "checkpoint_file": str(source),
             "method": method,
             "model_kind": meta.get("kind", "cam"),
+            "input_sizes": meta.get("input_sizes"),  # a second stage's; None for CAM networks
             "protocol": protocol,
             "thresholds": _thresholds_of(settings),
             "protocol_settings": settings,

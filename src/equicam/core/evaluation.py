@@ -396,6 +396,7 @@ def evaluate(
         "checkpoint_file": str(source),
         "method": method,
         "model_kind": meta.get("kind", "cam"),
+        "input_sizes": meta.get("input_sizes"),  # a second stage's; None for CAM networks
         "protocol": protocol,
         "protocol_settings": next(
             (r["protocol_settings"] for r in records.values() if "protocol_settings" in r), {}
