@@ -5,13 +5,22 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from equicam.cli import main
 from equicam.core.brats import load_case
 from equicam.core.checkpoint import load_model
 from equicam.core.metrics import dice
 from equicam.core.model import MultiModalCAM
-from equicam.core.segnet import SegConfig, SegNet, load_segnet, save_segnet, segment_volume
+from equicam.core.preprocess import from_input, to_input
+from equicam.core.segnet import (
+    SegConfig,
+    SegNet,
+    load_segnet,
+    save_segnet,
+    segment_volume,
+    with_context,
+)
 from equicam.core.segnet_fit import THRESHOLDS, best_setting, size_choices
 
 
@@ -87,6 +96,13 @@ def test_input_sizes_average_the_probabilities_and_travel_with_the_checkpoint(
         model.input_sizes = (size,)
         alone[size] = segment_volume(model, images)
     assert np.abs(alone[32] - alone[48]).max() > 1e-3  # the size a slice is seen at matters
+    volume = np.stack([images[m] for m in model.modalities], axis=1).astype(np.float32)
+    x = torch.from_numpy(with_context(volume, model.config.context))
+    with torch.no_grad():  # the network itself, not the folded channels-last copy that runs
+        plain = torch.softmax(model.eval()(to_input(x, 48)), dim=1)[:, 1:]
+    plain = from_input(plain, volume.shape[2:])[:, 0].numpy()
+    brain = (volume != 0).any(axis=1)
+    np.testing.assert_allclose(alone[48][brain], plain[brain], atol=1e-5)
     model.input_sizes = (32, 48)
     np.testing.assert_allclose(
         segment_volume(model, images), (alone[32] + alone[48]) / 2, atol=1e-6

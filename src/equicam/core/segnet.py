@@ -145,7 +145,7 @@ def segment_steps(
         :data:`MAP` (the mean over the model's ``input_sizes``), zero outside the brain and on
         slices not computed; as its slice probability, each slice's highest.
     """
-    from equicam.core.inference import CamResult, Progress
+    from equicam.core.inference import CamResult, Progress, inference_copy
 
     missing = [m for m in model.config.modalities if m not in images]
     if missing:
@@ -156,7 +156,7 @@ def segment_steps(
     wanted = range(len(brain)) if slices is None else slices
     todo = [z for z in wanted if 0 <= z < len(brain) and has_brain[z]]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    net = model.to(device).eval()
+    net = inference_copy(model.to(device).eval().net, device)
     shape = volume.shape[2:]
     out = np.zeros(brain.shape, np.float32)
     yield Progress(0, len(batches), f"second stage on {len(todo)} slices")
@@ -164,7 +164,7 @@ def segment_steps(
         x = torch.from_numpy(with_context(volume, model.config.context, batch))
         with torch.inference_mode():
             prob = sum(
-                from_input(torch.softmax(net(to_input(x.to(device), size)), dim=1)[:, 1:], shape)
+                from_input(torch.softmax(net(_resized(x, size, device)), dim=1)[:, 1:], shape)
                 for size in model.input_sizes
             )
             out[batch] = (prob[:, 0] / len(model.input_sizes)).cpu().numpy()
@@ -189,6 +189,12 @@ def segment_volume(
 
     steps = segment_steps(model, images, device=device, batch_size=batch_size)
     return run_to_end(steps).maps[MAP]
+
+
+def _resized(x: torch.Tensor, size: int, device: str) -> torch.Tensor:
+    """Slices ``(N, C, Y, X)`` as the network's input at ``size``, channels-last (the layout
+    of :func:`~equicam.core.inference.inference_copy`)."""
+    return to_input(x.to(device), size).contiguous(memory_format=torch.channels_last)
 
 
 def save_segnet(path: str | os.PathLike, model: SegNet, meta: dict):
