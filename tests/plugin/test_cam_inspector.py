@@ -396,3 +396,24 @@ def test_model_and_scans_are_made_ready_in_the_background_once_and_reused(inspec
     flair.data = flair.data * 2.0  # a layer's data replaced: its scans are normalised again
     _run_slice(qtbot, widget)
     assert widget._normalised[1] is not normalised
+
+
+def test_closing_the_inspector_ends_its_background_threads(make_napari_viewer, qtbot):
+    import threading
+    import time
+
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    viewer = make_napari_viewer()
+    before = set(threading.enumerate())
+    widget = CamInspector(viewer)
+    pool = widget._background
+    for future in [pool.submit(time.sleep, 0.2) for _ in range(2)]:  # both threads start
+        future.result()
+    mine = {t for t in set(threading.enumerate()) - before if t.name.startswith("equicam")}
+    assert len(mine) == 2
+    widget.native.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qtbot.waitUntil(lambda: not any(t.is_alive() for t in mine), timeout=10_000)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(print)

@@ -102,6 +102,10 @@ class CamInspector(Container):
         self.viewer = viewer
         # Loading and normalising, off the main thread; (checkpoint, device) -> Future.
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="equicam")
+        # Its threads end with the widget: a closed dock would otherwise keep them (and any load
+        # still queued) for the rest of the session.
+        pool = self._background
+        self.native.destroyed.connect(lambda *_: pool.shutdown(wait=False, cancel_futures=True))
         self._models: dict[tuple[str, str], Future] = {}
         self._normalised: tuple[tuple, Future] | None = None
         # Layers come in bursts; the timer is the widget's, so it goes when the widget goes.
