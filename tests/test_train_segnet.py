@@ -21,7 +21,7 @@ from equicam.core.segnet import (
     with_context,
     with_slice_labels,
 )
-from equicam.core.segnet_fit import slice_loss
+from equicam.core.segnet_fit import size_choices, slice_loss
 from training.data import SliceCache
 from training.train_segnet import GUIDED_BAND_MM, main, pseudo_labelled, teacher_labelled
 
@@ -98,6 +98,9 @@ def test_a_short_run_lowers_its_loss_and_writes_a_loadable_checkpoint(
     assert len(losses) == 60 and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     model, meta = load_segnet(path)
     assert meta["kind"] == "segnet" and 0 < meta["threshold"] < 1
+    assert tuple(meta["input_sizes"]) in size_choices(32) and model.input_sizes == tuple(
+        meta["input_sizes"]
+    )
     images, _ = SliceCache(tiny_cache, "test", model.config.modalities).case_slices("P5")
     volume = {m: images[:, i] for i, m in enumerate(model.config.modalities)}
     prob = segment_volume(model, volume)
