@@ -308,8 +308,8 @@ def main(argv=None) -> Path:
     path = save_segnet(target, model.cpu(), meta)
     (args.out / "losses.json").write_text(json.dumps(losses))
     print(
-        f"wrote {path}: input sizes {chosen['input_sizes']}, threshold {chosen['threshold']}, "
-        f"val Dice {chosen['dice']}"
+        f"wrote {path}: input sizes {list(chosen['input_sizes'])}, threshold "
+        f"{chosen['threshold']}, val Dice {chosen['dice']}"
     )
     return path
 
