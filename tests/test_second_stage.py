@@ -132,3 +132,21 @@ def test_the_chosen_sizes_and_threshold_give_the_best_dice_they_report(
 
     nothing = best_setting(model, sample_volumes[2:], "cpu")  # no patient with tumour
     assert nothing == {"input_sizes": (32,), "threshold": 0.5, "dice": None}
+
+
+def test_a_second_stage_with_broken_weights_is_refused_by_name(tiny_segnet, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from equicam.core.checkpoint import CheckpointError, read_metadata
+
+    state = load_file(tiny_segnet)
+    meta = {"equicam": json.dumps(read_metadata(tiny_segnet))}
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    for name, value, phrase in [
+        ("nan", torch.full_like(state[key], float("nan")), "non-finite weights .* " + key),
+        ("shape", state[key][:1], "weights are for another architecture"),
+    ]:
+        broken = tmp_path / f"{name}.safetensors"
+        save_file({**state, key: value}, broken, metadata=meta)
+        with pytest.raises(CheckpointError, match=f"{name}.safetensors: {phrase}"):
+            load_segnet(broken)

@@ -287,7 +287,6 @@ def main(argv=None) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "threshold": chosen["threshold"],
-        "input_sizes": list(chosen["input_sizes"]),
         "val_dice": chosen["dice"],
         "trained_on": {
             "cache": str(args.cache),

@@ -258,18 +258,7 @@ def load_checkpoint(
         state = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - header was fine, the data is not
         raise CheckpointError(path, f"weights cannot be read ({error})") from None
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):  # batch-norm's step counter is an integer
-            continue
-        if not value.is_floating_point():
-            raise CheckpointError(path, f"weight {key} is {value.dtype}, not floating point")
-        if not value.isfinite().all():
-            raise CheckpointError(path, f"non-finite weights (NaN or Inf) in {key}")
-    try:
-        model, result = model_from_weights(lambda: MultiModalCAM(config), state, strict=False)
-    except RuntimeError as error:  # tensor shapes that differ from the architecture
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise CheckpointError(path, f"weights are for another architecture ({first})") from None
+    model, result = model_from_weights(path, lambda: MultiModalCAM(config), state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             path,
@@ -280,8 +269,11 @@ def load_checkpoint(
     return model.to(device).eval(), meta
 
 
-def model_from_weights(make: Callable, state: dict, *, strict: bool = True):
-    """The module that ``make()`` builds, holding the weights of ``state`` (float32).
+def model_from_weights(
+    path: str | os.PathLike, make: Callable, state: dict, *, strict: bool = True
+):
+    """The module that ``make()`` builds, holding the weights of ``state`` (float32), read
+    from the checkpoint ``path``.
 
     The module is built on torch's meta device, so no weight is drawn at random: loading takes
     nothing from torch's global random generator, which a training run in another thread (or a
@@ -295,19 +287,27 @@ def model_from_weights(make: Callable, state: dict, *, strict: bool = True):
 
     Raises
     ------
-    RuntimeError
-        Weights whose names (``strict``) or shapes differ from the module's, or that are not
-        floating point (batch-norm's step counters aside).
+    CheckpointError
+        Weights that are not floating point (batch-norm's step counters aside) or not finite,
+        or whose names (``strict``) or shapes differ from the module's.
     """
     import torch
 
     for key, value in state.items():
-        if not value.is_floating_point() and not key.endswith("num_batches_tracked"):
-            raise RuntimeError(f"weight {key} is {value.dtype}, not floating point")
+        if key.endswith("num_batches_tracked"):  # batch-norm's step counter is an integer
+            continue
+        if not value.is_floating_point():
+            raise CheckpointError(path, f"weight {key} is {value.dtype}, not floating point")
+        if not value.isfinite().all():
+            raise CheckpointError(path, f"non-finite weights (NaN or Inf) in {key}")
     with torch.device("meta"):
         model = make()
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    return model, model.load_state_dict(state, strict=strict, assign=True)
+    try:
+        return model, model.load_state_dict(state, strict=strict, assign=True)
+    except RuntimeError as error:  # names or shapes that differ from the architecture
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise CheckpointError(path, f"weights are for another architecture ({first})") from None
 
 
 def load_model(spec: str | os.PathLike, *, device: str = "cpu"):

@@ -133,6 +133,16 @@ def inference_copy(net, device: str):
     return kept[device][1]
 
 
+def copy_input(x, size: int, device: str):
+    """Slices ``(N, C, Y, X)`` as an :func:`inference_copy` takes them: resized to the network's
+    ``size`` (:func:`~equicam.core.preprocess.to_input`) on ``device``, channels-last."""
+    import torch
+
+    from equicam.core.preprocess import to_input
+
+    return to_input(x.to(device), size).contiguous(memory_format=torch.channels_last)
+
+
 def _tumour_maps(net, x, method: str, bf16: bool = False):
     """Raw tumour maps ``(N, S, S)`` and tumour probabilities ``(N,)`` for a batch.
 
@@ -225,7 +235,7 @@ def cam_volume(
     """
     import torch
 
-    from equicam.core.preprocess import from_input, to_input
+    from equicam.core.preprocess import from_input
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -257,8 +267,7 @@ def cam_volume(
         net = inference_copy(model.nets[m], device)
         for batch in batches:
             x = torch.from_numpy(np.ascontiguousarray(images[m][batch], np.float32))
-            x = to_input(x[:, None].to(device), model.config.input_size)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = copy_input(x[:, None], model.config.input_size, device)
             raw, p = _tumour_maps(net, x, method, bf16)
             with torch.inference_mode():  # in-place updates of CAM's inference tensors
                 # Bilinear resizing of the (non-negative) raw maps keeps them non-negative.

@@ -29,7 +29,7 @@ from torch import nn
 
 from equicam.core.checkpoint import SECOND_STAGE
 from equicam.core.model import CAMNet
-from equicam.core.preprocess import NORMALISATION, from_input, to_input
+from equicam.core.preprocess import NORMALISATION, from_input
 
 KIND = SECOND_STAGE
 MAP = "second_stage"  # the name of its map in files, layers and results
@@ -145,7 +145,7 @@ def segment_steps(
         :data:`MAP` (the mean over the model's ``input_sizes``), zero outside the brain and on
         slices not computed; as its slice probability, each slice's highest.
     """
-    from equicam.core.inference import CamResult, Progress, inference_copy
+    from equicam.core.inference import CamResult, Progress, copy_input, inference_copy
 
     missing = [m for m in model.config.modalities if m not in images]
     if missing:
@@ -164,7 +164,7 @@ def segment_steps(
         x = torch.from_numpy(with_context(volume, model.config.context, batch))
         with torch.inference_mode():
             prob = sum(
-                from_input(torch.softmax(net(_resized(x, size, device)), dim=1)[:, 1:], shape)
+                from_input(torch.softmax(net(copy_input(x, size, device)), dim=1)[:, 1:], shape)
                 for size in model.input_sizes
             )
             out[batch] = (prob[:, 0] / len(model.input_sizes)).cpu().numpy()
@@ -189,12 +189,6 @@ def segment_volume(
 
     steps = segment_steps(model, images, device=device, batch_size=batch_size)
     return run_to_end(steps).maps[MAP]
-
-
-def _resized(x: torch.Tensor, size: int, device: str) -> torch.Tensor:
-    """Slices ``(N, C, Y, X)`` as the network's input at ``size``, channels-last (the layout
-    of :func:`~equicam.core.inference.inference_copy`)."""
-    return to_input(x.to(device), size).contiguous(memory_format=torch.channels_last)
 
 
 def save_segnet(path: str | os.PathLike, model: SegNet, meta: dict):
@@ -232,12 +226,10 @@ def load_segnet(path: str | os.PathLike, device: str = "cpu") -> tuple[SegNet, d
         raise CheckpointError(path, f"trained on '{meta['preprocessing']}' inputs")
     try:
         config = SegConfig.from_dict(meta["model"])
-        model, _ = model_from_weights(lambda: SegNet(config), load_file(str(path)))
-        model.input_sizes = tuple(meta.get("input_sizes", model.input_sizes))
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(
-            path, f"second-stage weights or settings unusable ({error})"
-        ) from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(path, f"second-stage settings unusable ({error})") from None
+    model, _ = model_from_weights(path, lambda: SegNet(config), load_file(str(path)))
+    model.input_sizes = tuple(meta.get("input_sizes", model.input_sizes))
     return model.to(device).eval(), meta
 
 

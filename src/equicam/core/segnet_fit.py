@@ -288,7 +288,6 @@ def fine_tune(
     tuned = {
         **meta,
         "threshold": chosen["threshold"],
-        "input_sizes": list(chosen["input_sizes"]),
         "val_dice": chosen["dice"],
         "fine_tuned": {
             "from": str(segnet),
