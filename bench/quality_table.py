@@ -12,7 +12,8 @@ calibration chose on validation); the ``baseline`` checkpoint is also evaluated
 with Grad-CAM and Grad-CAM++ (``--no-gradcam`` skips them). The anchor is the best single
 intensity threshold on one modality: each modality z-scored inside the brain per case, one
 modality, direction and threshold chosen on the validation patients (the ``val`` split of
-``--cache``, read from ``--val``), then applied unchanged to the test patients.
+``--cache``, or the ``--splits`` given, read from ``--val``), then applied unchanged to the
+test patients.
 
 Writes ``OUT/<row>/results.json`` per row, ``OUT/table.md``: Dice of every map over the tumour
 patients; then, for each row's fused weighted map and its best single sequence, Dice by
@@ -221,6 +222,12 @@ def main() -> None:
     parser.add_argument("--test", type=Path, required=True, help="held-out cases")
     parser.add_argument("--val", type=Path, required=True, help="the training cases folder")
     parser.add_argument("--cache", type=Path, required=True, help="slice cache with the splits")
+    parser.add_argument(
+        "--splits",
+        default="val",
+        help="comma-separated splits of --cache whose patients choose the anchor (default val; "
+        "train,val,test for a cache of validation patients only)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--no-gradcam", action="store_true", help="CAM rows only")
     parser.add_argument("--workers", type=int, default=1, help="cases evaluated at once")
@@ -261,7 +268,9 @@ def main() -> None:
         score = summary.get("fused_weighted", summary.get("second_stage", {})).get("dice_mean")
         print(f"{name} {method}: {time.perf_counter() - start:.0f} s, Dice {score:.3f}")
 
-    val_ids = set((args.cache / "splits" / "val.txt").read_text().split())
+    val_ids = set()
+    for split in args.splits.split(","):
+        val_ids |= set((args.cache / "splits" / f"{split}.txt").read_text().split())
     val_cases = [load_case(f) for f in find_cases(args.val) if f.case_id in val_ids]
     anchor = choose_anchor(val_cases)
     records = {}

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from equicam.core.checkpoint import load_checkpoint, save_checkpoint
-from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.inference import CamResult, cam_volume, run_to_end
 from equicam.core.metrics import dice
 from equicam.core.model import ModelConfig, MultiModalCAM
-from equicam.core.refine import apply_protocol
-from training.calibrate import calibrate, weight_grid
+from equicam.core.refine import MaskSettings, Refinement, apply_protocol, refined_mask
+from training.calibrate import calibrate, calibrate_guided, weight_grid
 from training.data import SliceCache
 
 
@@ -100,6 +100,41 @@ def test_protocol_settings_score_on_validation_what_the_protocol_then_gives(
                 dices[name].append(dice(masks[name], truth))
     for name, map_settings in settings["maps"].items():
         assert map_settings["dice"] == pytest.approx(np.mean(dices[name]))
+
+
+def test_guided_calibration_keeps_the_strongest_seed_when_a_mimic_lights_up_too():
+    # The CAM peaks on the lesion (1.0) and lights a bright mimic at 0.9, above every
+    # threshold the search tries: only the seed's strongest component separates them.
+    shape, spacing = (6, 20, 20), (1.0, 1.0, 1.0)
+    raw = np.zeros(shape, np.float32)
+    raw[2:4, 4:6, 4:6] = 1.0
+    raw[2:4, 14:16, 14:16] = 0.9
+    flair = np.zeros(shape, np.float32)
+    flair[1:5, 2:8, 2:8] = 2.5
+    flair[1:5, 12:18, 12:18] = 2.5
+    truth = np.zeros(shape, bool)
+    truth[1:5, 2:8, 2:8] = True
+    result = CamResult(
+        "cam",
+        {},
+        {},
+        {"flair": np.ones(shape[0], np.float32)},
+        raw={"flair": raw},
+        brain=flair > 0,
+    )
+    chosen = calibrate_guided(
+        [(result, truth, spacing)], [{"flair": flair}], Refinement(0.0, 0.5), None
+    )
+    settings = chosen["maps"]["flair"]
+    assert settings["strongest_only"] is True and settings["dice"] == 1.0
+    mask = refined_mask(
+        raw,
+        flair > 0,
+        spacing,
+        MaskSettings(**{k: v for k, v in settings.items() if k not in ("dice", "fp_cm3")}),
+        {"flair": flair},
+    )
+    assert np.array_equal(mask, truth)
 
 
 def test_the_command_chooses_a_second_stages_sizes_and_threshold(

@@ -23,7 +23,7 @@ from scipy import ndimage
 from equicam.core.evaluation import SWEEP
 from equicam.core.fusion import FUSIONS, fuse_weighted
 from equicam.core.inference import cam_volume, run_to_end
-from equicam.core.mask_edit import distance_to
+from equicam.core.mask_edit import distance_to, strongest_component
 from equicam.core.metrics import dice
 from equicam.core.refine import MaskSettings, Refinement, refined_maps, refined_mask
 from training.data import SliceCache
@@ -220,10 +220,9 @@ def calibrate_guided(
     """The ``guided`` protocol's settings with the best validation Dice.
 
     The maps are those of ``refinement`` (the refined protocol's gate); per map, the search
-    runs over seed threshold x guide sequence (:data:`GUIDES` the scans hold) x guide z-score
-    x reach (:data:`GUIDE_REACHES_MM`).
-    A bright region is kept when the map's maximum inside it reaches the threshold, which is
-    the same as the thresholded map touching it. Ties as in :func:`calibrate_refined`.
+    runs over seed threshold x the whole seed or its strongest component x guide sequence
+    (:data:`GUIDES` the scans hold) x guide z-score x reach (:data:`GUIDE_REACHES_MM`).
+    Ties as in :func:`calibrate_refined`.
 
     Parameters
     ----------
@@ -243,31 +242,34 @@ def calibrate_guided(
     """
     guides = [g for g in GUIDES if all(g in scan for scan in scans)]
     reaches = [r for r in GUIDE_REACHES_MM if r > 0]
-    scores: dict = {}  # (map, threshold, guide, z, reach) -> score of each case
+    scores: dict = {}  # (map, threshold, strongest, guide, z, reach) -> score of each case
     for (result, truth, spacing), scan in zip(cases, scans, strict=True):
         maps = refined_maps(result, spacing[0], refinement, weights)
-        near = {}  # (map, threshold) -> {reach: voxels within reach of the seed}
+        bright = {
+            (guide, z): ndimage.label(result.brain & (scan[guide] >= z))
+            for guide, z in itertools.product(guides, GUIDE_ZS)
+        }
         for name, volume in maps.items():
-            for t in THRESHOLDS:
-                distance = distance_to(volume >= t, spacing, max(reaches))
-                near[name, t] = {r: distance <= r for r in reaches}
-        for guide, z in itertools.product(guides, GUIDE_ZS):
-            labels, n = ndimage.label(result.brain & (scan[guide] >= z))
-            for name, volume in maps.items():
-                peak = np.zeros(n + 1)
-                if n:
-                    peak[1:] = ndimage.maximum(volume, labels, np.arange(1, n + 1))
-                for t in THRESHOLDS:
-                    keep = peak >= t
-                    keep[0] = False
-                    regions = keep[labels]
+            for t, strongest in itertools.product(THRESHOLDS, (False, True)):
+                seed = volume >= t
+                if strongest:
+                    seed = strongest_component(seed, volume)
+                distance = distance_to(seed, spacing, max(reaches))
+                near = {r: distance <= r for r in reaches}
+                for (guide, z), (labels, n) in bright.items():
+                    touched = np.zeros(n + 1, dtype=bool)
+                    touched[labels[seed]] = True
+                    touched[0] = False
+                    regions = touched[labels]
                     for r in GUIDE_REACHES_MM:
-                        mask = regions & near[name, t][r] if r else regions
-                        key = (name, t, guide, z, r)
+                        mask = regions & near[r] if r else regions
+                        key = (name, t, strongest, guide, z, r)
                         scores.setdefault(key, []).append(_case_score(mask, truth, spacing))
     chosen = {}
-    for (name, t, guide, z, r), per_case in scores.items():
-        settings = MaskSettings(t, guide=guide, guide_z=z, guide_reach_mm=r)
+    for (name, t, strongest, guide, z, r), per_case in scores.items():
+        settings = MaskSettings(
+            t, guide=guide, guide_z=z, guide_reach_mm=r, strongest_only=strongest
+        )
         chosen.setdefault(name, []).append((*_mean_scores(per_case), settings))
     for name, candidates in chosen.items():
         d, fp, settings = _pick(candidates)

@@ -11,6 +11,7 @@ from equicam.core.mask_edit import (
     largest_component,
     remove_small_components,
     shrink,
+    strongest_component,
 )
 
 
@@ -102,6 +103,19 @@ def test_components_under_the_minimum_vanish_by_volume_in_mm3():
     diagonal[0, 0, 0] = diagonal[1, 1, 1] = True
     assert remove_small_components(diagonal, (1, 1, 1), 2.0).sum() == 2
     np.testing.assert_array_equal(largest_component(mask), kept)
+
+
+def test_the_strongest_component_holds_the_highest_value_not_the_most_voxels():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[1:3, 1:3, 1:3] = True  # 8 voxels, the map's peak
+    mask[5:9, 5:9, 5:9] = True  # 64 voxels, weaker
+    values = np.where(mask, 0.6, 0.0)
+    values[2, 2, 2] = 0.9
+    values[0, 0, 0] = 1.0  # outside the mask: not a component's value
+    strongest = strongest_component(mask, values)
+    assert strongest.sum() == 8 and strongest[1, 1, 1] and not strongest[6, 6, 6]
+    np.testing.assert_array_equal(largest_component(mask), mask & ~strongest)
+    assert not strongest_component(np.zeros_like(mask), values).any()
 
 
 def test_keep_component_at_keeps_the_clicked_one_and_refuses_background():

@@ -167,6 +167,19 @@ def test_the_guided_mask_is_the_bright_region_its_seed_touches_and_nothing_else(
     seed = raw > 0.5
     cut = refined_mask(raw, np.ones_like(seed), SPACING, reach, {"flair": band})
     assert np.array_equal(np.flatnonzero(cut[2, 4]), np.arange(4, 9))  # columns 4-5 and 3 mm
+    # With strongest_only, a weaker second seed no longer pulls in the mimic it touches.
+    twice = raw.copy()
+    twice[1:3, 12:14, 12:14] = 0.8
+    both = refined_mask(twice, np.ones_like(seed), SPACING, settings, {"flair": flair})
+    assert np.array_equal(both, flair > 0)
+    strongest = MaskSettings(0.5, guide="flair", guide_z=1.5, strongest_only=True)
+    one = refined_mask(twice, np.ones_like(seed), SPACING, strongest, {"flair": flair})
+    assert np.array_equal(one, flair == 2.5)
+    stored = Refinement(0.0, 0.5, {"flair": strongest}).to_dict()
+    assert stored["maps"]["flair"]["strongest_only"] is True
+    assert Refinement.from_dict(stored).mask_settings("flair") == strongest
+    del stored["maps"]["flair"]["strongest_only"]  # written before the setting existed
+    assert not Refinement.from_dict(stored).mask_settings("flair").strongest_only
     assert MaskSettings(0.5).to_dict().keys() == {
         "threshold",
         "largest_only",

@@ -168,6 +168,17 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def strongest_component(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The connected component of the mask that holds the highest of ``values`` (bool; empty
+    if the mask is empty)."""
+    mask = _as_mask(mask)
+    labels, count = _label(mask)
+    if count == 0:
+        return mask
+    peaks = ndimage.maximum(values, labels, np.arange(1, count + 1))
+    return labels == 1 + int(np.argmax(peaks))
+
+
 def keep_component_at(mask: np.ndarray, index: Sequence[int]) -> np.ndarray:
     """Keep only the connected component that contains the voxel ``index``.
 

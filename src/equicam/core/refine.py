@@ -14,7 +14,8 @@ Three named protocols, recorded with every result:
     the largest, or those of at least ``min_component_mm3``), grown by ``grow_mm`` inside the
     brain.
 ``guided``
-    Ours. The maps of ``refined``; a map's threshold gives the seed, and the mask is every
+    Ours. The maps of ``refined``; a map's threshold gives the seed (with ``strongest_only``,
+    only its connected component that holds the map's highest value), and the mask is every
     connected region of one sequence's bright voxels (z-score within the brain of at least
     ``guide_z``, on ``guide``, FLAIR for instance) that the seed touches: the CAM says where the
     tumour is, the scan where it ends. It needs the case's normalised scans.
@@ -24,7 +25,7 @@ Every setting of ``refined`` and ``guided`` is chosen on validation patients
 
     {"z_sigma_mm": float, "gate": float,
      "maps": {name: {"threshold", "largest_only", "min_component_mm3", "grow_mm",
-                     "guide", "guide_z", "guide_reach_mm"}}}
+                     "guide", "guide_z", "guide_reach_mm", "strongest_only"}}}
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ import numpy as np
 from scipy import ndimage
 
 from equicam.core.fusion import fuse
-from equicam.core.mask_edit import distance_to, grow, largest_component, remove_small_components
+from equicam.core.mask_edit import (
+    distance_to,
+    grow,
+    largest_component,
+    remove_small_components,
+    strongest_component,
+)
 
 PROTOCOLS = ("paper", "refined", "guided")
 # A second stage (:mod:`equicam.core.segnet`) has no protocol to choose: its mask is its
@@ -51,7 +58,10 @@ class MaskSettings:
     ``guide`` (a sequence name; empty for ``refined``) and ``guide_z`` replace the component
     filter and growth by the bright regions of that sequence that the thresholded map touches,
     cut at ``guide_reach_mm`` from it when that is above 0 (a bright region can run far along
-    the cortex or a rim the skull stripping left).
+    the cortex or a rim the skull stripping left). With ``strongest_only`` the thresholded map
+    keeps only its component that holds the map's highest value before it touches anything:
+    one lesion, the most confident, rather than every bright spot the map passes the
+    threshold on (a small tumour's mask is otherwise mostly such false positives).
     """
 
     threshold: float = 0.5
@@ -61,12 +71,13 @@ class MaskSettings:
     guide: str = ""
     guide_z: float = 0.0
     guide_reach_mm: float = 0.0
+    strongest_only: bool = False
 
     def to_dict(self) -> dict:
         """JSON-able form, as stored in the checkpoint (no guide fields without a guide)."""
         data = asdict(self)
         if not self.guide:
-            del data["guide"], data["guide_z"], data["guide_reach_mm"]
+            del data["guide"], data["guide_z"], data["guide_reach_mm"], data["strongest_only"]
         return data
 
 
@@ -208,11 +219,13 @@ def refined_mask(
 ) -> np.ndarray:
     """A refined map's mask (bool): threshold, components, growth inside the brain; with a
     ``guide``, the bright regions of that sequence (in ``images``, normalised) the threshold
-    touches."""
+    (or, with ``strongest_only``, its strongest component) touches."""
     mask = volume >= settings.threshold
     if settings.guide:
         if images is None or settings.guide not in images:
             raise ValueError(f"the guided protocol needs the case's {settings.guide} scan")
+        if settings.strongest_only:
+            mask = strongest_component(mask, volume)
         regions = touching_regions(mask, brain & (images[settings.guide] >= settings.guide_z))
         if settings.guide_reach_mm > 0:
             regions &= (
