@@ -11,7 +11,7 @@ from equicam.core.checkpoint import load_checkpoint, save_checkpoint
 from equicam.core.inference import CamResult, cam_volume, run_to_end
 from equicam.core.metrics import dice
 from equicam.core.model import ModelConfig, MultiModalCAM
-from equicam.core.refine import MaskSettings, Refinement, apply_protocol, refined_mask
+from equicam.core.refine import Refinement, apply_protocol, refined_mask
 from training.calibrate import calibrate, calibrate_guided, weight_grid
 from training.data import SliceCache
 
@@ -127,13 +127,8 @@ def test_guided_calibration_keeps_the_strongest_seed_when_a_mimic_lights_up_too(
     )
     settings = chosen["maps"]["flair"]
     assert settings["strongest_only"] is True and settings["dice"] == 1.0
-    mask = refined_mask(
-        raw,
-        flair > 0,
-        spacing,
-        MaskSettings(**{k: v for k, v in settings.items() if k not in ("dice", "fp_cm3")}),
-        {"flair": flair},
-    )
+    stored = Refinement.from_dict(chosen).mask_settings("flair")
+    mask = refined_mask(raw, flair > 0, spacing, stored, {"flair": flair})
     assert np.array_equal(mask, truth)
 
 
