@@ -122,14 +122,56 @@ def test_guided_calibration_keeps_the_strongest_seed_when_a_mimic_lights_up_too(
         raw={"flair": raw},
         brain=flair > 0,
     )
-    chosen = calibrate_guided(
-        [(result, truth, spacing)], [{"flair": flair}], Refinement(0.0, 0.5), None
-    )
+    chosen = calibrate_guided([(result, truth, spacing)], [{"flair": flair}], None)
     settings = chosen["maps"]["flair"]
     assert settings["strongest_only"] is True and settings["dice"] == 1.0
     stored = Refinement.from_dict(chosen).mask_settings("flair")
     mask = refined_mask(raw, flair > 0, spacing, stored, {"flair": flair})
     assert np.array_equal(mask, truth)
+
+
+def _one_flair_case(raw, flair, truth, slice_prob):
+    """``(cases, scans)`` of one patient whose only map and guide is FLAIR, 1 mm voxels."""
+    result = CamResult("cam", {}, {}, {"flair": slice_prob}, raw={"flair": raw}, brain=flair > 0)
+    return [(result, truth, (1.0, 1.0, 1.0))], [{"flair": flair}]
+
+
+def test_guided_calibration_chooses_the_gate_that_drops_a_mimic_on_doubted_slices():
+    # A mimic brighter than the lesion lies on slices the classifier gives 0.6: only a gate
+    # of 0.7 without smoothing (smoothing also dims the lesion's slices) leaves the lesion.
+    shape = (40, 20, 20)
+    raw, flair, truth = (
+        np.zeros(shape, np.float32),
+        np.zeros(shape, np.float32),
+        np.zeros(shape, bool),
+    )
+    truth[15:25, 4:10, 4:10] = True
+    raw[truth] = 0.9
+    raw[30:35, 12:18, 12:18] = 1.0
+    flair[raw > 0] = 2.5
+    slice_prob = np.full(shape[0], 0.1, np.float32)
+    slice_prob[15:25], slice_prob[30:35] = 0.9, 0.6
+    chosen = calibrate_guided(*_one_flair_case(raw, flair, truth, slice_prob), None)
+    assert (chosen["z_sigma_mm"], chosen["gate"]) == (0.0, 0.7)
+    assert chosen["maps"]["flair"]["dice"] == 1.0
+
+
+def test_guided_calibration_gives_a_near_tie_to_the_gate_without_smoothing():
+    # A one-voxel mimic at the map's peak on the first slice: smoothing the slice gate drops it
+    # (Dice 1.0), without smoothing the whole seed keeps it (Dice 720/721), within tolerance.
+    shape = (40, 20, 20)
+    raw, flair, truth = (
+        np.zeros(shape, np.float32),
+        np.zeros(shape, np.float32),
+        np.zeros(shape, bool),
+    )
+    truth[15:25, 4:10, 4:10] = True
+    raw[truth] = 0.9
+    raw[0, 15, 15] = 1.0
+    flair[raw > 0] = 2.5
+    chosen = calibrate_guided(*_one_flair_case(raw, flair, truth, np.ones(shape[0])), None)
+    assert chosen["z_sigma_mm"] == 0.0
+    assert chosen["maps"]["flair"]["dice"] == pytest.approx(720 / 721)
 
 
 def test_the_command_chooses_a_second_stages_sizes_and_threshold(

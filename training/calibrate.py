@@ -112,8 +112,7 @@ def calibrate(
         for result, _, _ in cases:
             result.fused["weighted"] = fuse_weighted(result.maps, weights)
         chosen["refined"] = calibrate_refined(cases, weights)
-        refinement = Refinement.from_dict(chosen["refined"])
-        guided = calibrate_guided(cases, scans, refinement, weights)
+        guided = calibrate_guided(cases, scans, weights)
         if guided["maps"]:
             chosen["guided"] = guided
         dices = {"paper": best.get("fused_mean", {"dice": 0.0})["dice"]}
@@ -139,11 +138,34 @@ def _pick(candidates: list[tuple[float, float, object]]) -> tuple[float, float, 
     return min(close, key=lambda c: (c[1], -c[0]))
 
 
+def _gates() -> list[Refinement]:
+    """Every slice gate of the search: :data:`Z_SIGMAS_MM` x :data:`GATES`."""
+    return [Refinement(z, g) for z, g in itertools.product(Z_SIGMAS_MM, GATES)]
+
+
+def _pick_gate(scored: list[tuple[float, Refinement]]) -> Refinement:
+    """The best gate of ``(score, gate)`` pairs: within :data:`DICE_TOLERANCE` of the best
+    score, the least smoothing along z, then the higher score. A small lesion spans few
+    slices, and smoothing pulls them under the gate; validation patients, most of them with
+    larger tumours, rarely see the difference, so a tie must not choose it."""
+    top = max(score for score, _ in scored)
+    close = [(score, gate) for score, gate in scored if score >= top - DICE_TOLERANCE]
+    return min(close, key=lambda c: (c[1].z_sigma_mm, -c[0]))[1]
+
+
 def _case_score(mask: np.ndarray, truth: np.ndarray, spacing) -> tuple[str, float]:
     """``("dice", Dice)`` for a tumour patient, ``("fp", cm3 of mask)`` for a tumour-free one."""
-    if truth.any():
-        return "dice", dice(mask, truth)
-    return "fp", float(mask.sum() * np.prod(spacing) / 1000.0)
+    return _count_score(
+        int(mask.sum()), int(np.count_nonzero(mask & truth)), int(truth.sum()), spacing
+    )
+
+
+def _count_score(size: int, overlap: int, truth_size: int, spacing) -> tuple[str, float]:
+    """:func:`_case_score` from voxel counts: the mask's, its overlap with the truth's, the
+    truth's."""
+    if truth_size:
+        return "dice", 2.0 * overlap / (size + truth_size)
+    return "fp", float(size * np.prod(spacing) / 1000.0)
 
 
 def _mean_scores(scores: list[tuple[str, float]]) -> tuple[float, float]:
@@ -182,19 +204,18 @@ def calibrate_refined(cases: list, weights: dict | None) -> dict:
     """
     truths = [truth for _, truth, _ in cases]
     spacings = [spacing for _, _, spacing in cases]
-    best = None  # (score, refinement, maps of each case): only the best gate is kept
-    for z_sigma_mm, gate in itertools.product(Z_SIGMAS_MM, GATES):
-        refinement = Refinement(z_sigma_mm, gate)
+    scored = []
+    for refinement in _gates():
         maps = [refined_maps(r, s[0], refinement, weights) for r, _, s in cases]
         per_map = []
         for name in maps[0]:
-            scored = [
+            candidates = [
                 (*_score([m[name] >= t for m in maps], truths, spacings), t) for t in THRESHOLDS
             ]
-            per_map.append(_pick(scored)[0])
-        if best is None or np.mean(per_map) > best[0]:
-            best = (float(np.mean(per_map)), refinement, maps)
-    _, refinement, maps = best
+            per_map.append(_pick(candidates)[0])
+        scored.append((float(np.mean(per_map)), refinement))
+    refinement = _pick_gate(scored)
+    maps = [refined_maps(r, s[0], refinement, weights) for r, _, s in cases]
     chosen = {}
     for name in maps[0]:
         candidates = []
@@ -214,15 +235,14 @@ def calibrate_refined(cases: list, weights: dict | None) -> dict:
     return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
 
 
-def calibrate_guided(
-    cases: list, scans: list, refinement: Refinement, weights: dict | None
-) -> dict:
+def calibrate_guided(cases: list, scans: list, weights: dict | None) -> dict:
     """The ``guided`` protocol's settings with the best validation Dice.
 
-    The maps are those of ``refinement`` (the refined protocol's gate); per map, the search
-    runs over seed threshold x the whole seed or its strongest component x guide sequence
-    (:data:`GUIDES` the scans hold) x guide z-score x reach (:data:`GUIDE_REACHES_MM`).
-    Ties as in :func:`calibrate_refined`.
+    The search runs over the slice gate (:func:`_gates`) and, per map, seed threshold x the
+    whole seed or its strongest component x guide sequence (:data:`GUIDES` the scans hold) x
+    guide z-score x reach (:data:`GUIDE_REACHES_MM`). One gate serves every map: the best by
+    each map's best Dice, averaged over maps, ties going as in :func:`_pick_gate`. Within a
+    gate, ties as in :func:`calibrate_refined`.
 
     Parameters
     ----------
@@ -230,8 +250,6 @@ def calibrate_guided(
         ``(CamResult, truth, spacing)`` of each validation patient, tumour-free ones included.
     scans
         Modality -> normalised volume ``(Z, Y, X)`` of each case, in the order of ``cases``.
-    refinement
-        The refined protocol's settings (its gate is used).
     weights
         Fusion weights of the ``weighted`` fusion.
 
@@ -241,40 +259,90 @@ def calibrate_guided(
         The checkpoint's ``guided`` entry; empty ``maps`` when no scan holds a guide sequence.
     """
     guides = [g for g in GUIDES if all(g in scan for scan in scans)]
-    reaches = [r for r in GUIDE_REACHES_MM if r > 0]
-    scores: dict = {}  # (map, threshold, strongest, guide, z, reach) -> score of each case
+    if not guides:
+        return {"z_sigma_mm": 0.0, "gate": GATES[0], "maps": {}}
+    # (z_sigma, gate, map, threshold, strongest, guide, z, reach) -> score of each case
+    scores: dict = {}
     for (result, truth, spacing), scan in zip(cases, scans, strict=True):
-        maps = refined_maps(result, spacing[0], refinement, weights)
-        bright = {
-            (guide, z): ndimage.label(result.brain & (scan[guide] >= z))
-            for guide, z in itertools.product(guides, GUIDE_ZS)
-        }
-        for name, volume in maps.items():
-            for t, strongest in itertools.product(THRESHOLDS, (False, True)):
-                seed = volume >= t
-                if strongest:
-                    seed = strongest_component(seed, volume)
-                distance = distance_to(seed, spacing, max(reaches))
-                near = {r: distance <= r for r in reaches}
-                for (guide, z), (labels, n) in bright.items():
-                    touched = np.zeros(n + 1, dtype=bool)
-                    touched[labels[seed]] = True
-                    touched[0] = False
-                    regions = touched[labels]
-                    for r in GUIDE_REACHES_MM:
-                        mask = regions & near[r] if r else regions
-                        key = (name, t, strongest, guide, z, r)
-                        scores.setdefault(key, []).append(_case_score(mask, truth, spacing))
-    chosen = {}
-    for (name, t, strongest, guide, z, r), per_case in scores.items():
+        truth_size = int(np.count_nonzero(truth))
+        bright = _bright_regions(result.brain, scan, guides, truth)
+        for refinement in _gates():
+            maps = refined_maps(result, spacing[0], refinement, weights)
+            for name, volume in maps.items():
+                for t in THRESHOLDS:
+                    seed = volume >= t
+                    whole = _guided_counts(seed, spacing, bright)
+                    strongest = strongest_component(seed, volume)
+                    if np.count_nonzero(strongest) < np.count_nonzero(seed):
+                        strong = _guided_counts(strongest, spacing, bright)
+                    else:
+                        strong = whole
+                    for strongest_only, counts in ((False, whole), (True, strong)):
+                        key = (refinement.z_sigma_mm, refinement.gate, name, t, strongest_only)
+                        for (guide, z, r), count in counts.items():
+                            scores.setdefault((*key, guide, z, r), []).append(
+                                _count_score(*count, truth_size, spacing)
+                            )
+    candidates: dict = {}  # (z_sigma, gate) -> map -> [(dice, fp, settings)]
+    for (z_sigma, gate, name, t, strongest, guide, z, r), per_case in scores.items():
         settings = MaskSettings(
             t, guide=guide, guide_z=z, guide_reach_mm=r, strongest_only=strongest
         )
-        chosen.setdefault(name, []).append((*_mean_scores(per_case), settings))
-    for name, candidates in chosen.items():
-        d, fp, settings = _pick(candidates)
-        chosen[name] = {**settings.to_dict(), "dice": d, "fp_cm3": fp}
+        per_map = candidates.setdefault((z_sigma, gate), {})
+        per_map.setdefault(name, []).append((*_mean_scores(per_case), settings))
+    picked = {
+        key: {name: _pick(c) for name, c in per_map.items()} for key, per_map in candidates.items()
+    }
+    refinement = _pick_gate(
+        [
+            (float(np.mean([d for d, _, _ in p.values()])), Refinement(*key))
+            for key, p in picked.items()
+        ]
+    )
+    chosen = {
+        name: {**settings.to_dict(), "dice": d, "fp_cm3": fp}
+        for name, (d, fp, settings) in picked[refinement.z_sigma_mm, refinement.gate].items()
+    }
     return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
+
+
+def _guided_counts(seed: np.ndarray, spacing, bright: dict) -> dict:
+    """``(guide, z, reach) -> (voxels, voxels in the truth)`` of the guided mask of ``seed``,
+    for every labelling of bright regions in ``bright`` (see :func:`_bright_regions`) and every
+    reach of :data:`GUIDE_REACHES_MM`."""
+    distance = distance_to(seed, spacing, max(GUIDE_REACHES_MM)).ravel()
+    seed_at = np.flatnonzero(seed)
+    counts = {}
+    for (guide, z), (labels, at, size, overlap, in_truth) in bright.items():
+        touched = np.zeros(size.size, dtype=bool)
+        touched[labels[seed_at]] = True
+        touched[0] = False
+        counts[guide, z, 0.0] = (int(size[touched].sum()), int(overlap[touched].sum()))
+        inside = touched[labels[at]]
+        near, near_truth = distance[at[inside]], in_truth[inside]
+        for r in GUIDE_REACHES_MM:
+            if r > 0:
+                within = near <= r
+                counts[guide, z, r] = (
+                    int(np.count_nonzero(within)),
+                    int(np.count_nonzero(within & near_truth)),
+                )
+    return counts
+
+
+def _bright_regions(brain: np.ndarray, scan: dict, guides: list, truth: np.ndarray) -> dict:
+    """``(guide, z) -> (flat labels, flat indices of the bright voxels, voxels and voxels in
+    the truth of each label, which bright voxels are in the truth)`` for every guide and
+    z-score of the search: what :func:`_guided_counts` needs of the connected bright regions."""
+    truth_at = truth.ravel()
+    bright = {}
+    for guide, z in itertools.product(guides, GUIDE_ZS):
+        labels = ndimage.label(brain & (scan[guide] >= z))[0].ravel()
+        at = np.flatnonzero(labels)
+        size = np.bincount(labels)
+        overlap = np.bincount(labels[truth_at], minlength=size.size)
+        bright[guide, z] = (labels, at, size, overlap, truth_at[at])
+    return bright
 
 
 def calibration_metadata(chosen: dict) -> dict:

@@ -118,6 +118,17 @@ def test_the_strongest_component_holds_the_highest_value_not_the_most_voxels():
     assert not strongest_component(np.zeros_like(mask), values).any()
 
 
+def test_of_components_that_share_the_peak_the_strongest_is_the_one_with_more_evidence():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[1:3, 1:3, 1:3] = True  # first in raster order, one voxel at the peak
+    mask[5:9, 5:9, 5:9] = True  # also at the peak, and high throughout
+    values = np.where(mask, 0.2, 0.0)
+    values[5:9, 5:9, 5:9] = 0.8
+    values[1, 1, 1] = values[6, 6, 6] = 1.0
+    strongest = strongest_component(mask, values)
+    assert strongest.sum() == 64 and strongest[6, 6, 6] and not strongest[1, 1, 1]
+
+
 def test_keep_component_at_keeps_the_clicked_one_and_refuses_background():
     mask = np.zeros((10, 10, 10), bool)
     mask[1:3, 1:3, 1:3] = True

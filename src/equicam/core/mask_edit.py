@@ -170,13 +170,18 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def strongest_component(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The connected component of the mask that holds the highest of ``values`` (bool; empty
-    if the mask is empty)."""
+    if the mask is empty). Of several that hold it (a fusion by maximum peaks at 1 wherever
+    one sequence's map does), the one whose values sum highest."""
     mask = _as_mask(mask)
-    labels, count = _label(mask)
-    if count == 0:
+    if not mask.any():
         return mask
-    peaks = ndimage.maximum(values, labels, np.arange(1, count + 1))
-    return labels == 1 + int(np.argmax(peaks))
+    labels, _ = _label(mask)
+    values = np.where(mask, values, -np.inf)
+    peaks = np.unique(labels[values == values.max()])
+    if peaks.size > 1:
+        sums = ndimage.sum_labels(values, labels, peaks)
+        peaks = peaks[[int(np.argmax(sums))]]
+    return labels == peaks[0]
 
 
 def keep_component_at(mask: np.ndarray, index: Sequence[int]) -> np.ndarray:

@@ -14,11 +14,12 @@ Three named protocols, recorded with every result:
     the largest, or those of at least ``min_component_mm3``), grown by ``grow_mm`` inside the
     brain.
 ``guided``
-    Ours. The maps of ``refined``; a map's threshold gives the seed (with ``strongest_only``,
-    only its connected component that holds the map's highest value), and the mask is every
-    connected region of one sequence's bright voxels (z-score within the brain of at least
-    ``guide_z``, on ``guide``, FLAIR for instance) that the seed touches: the CAM says where the
-    tumour is, the scan where it ends. It needs the case's normalised scans.
+    Ours. Maps made as ``refined`` makes them, under a slice gate of its own (calibrated for
+    these masks, not for the refined ones); a map's threshold gives the seed (with
+    ``strongest_only``, only its connected component that holds the map's highest value), and
+    the mask is every connected region of one sequence's bright voxels (z-score within the
+    brain of at least ``guide_z``, on ``guide``, FLAIR for instance) that the seed touches: the
+    CAM says where the tumour is, the scan where it ends. It needs the case's normalised scans.
 
 Every setting of ``refined`` and ``guided`` is chosen on validation patients
 (``training.calibrate``) and kept in the checkpoint metadata under the protocol's name::

@@ -15,8 +15,9 @@ TOOLTIP = (
     "paper: the method's protocol (per-slice min-max, classifier gating, one threshold per "
     "map); refined: per-volume normalisation, a slice gate smoothed along z, connected "
     "components and growth in mm, all calibrated on validation patients and run on the whole "
-    "volume; guided: the refined maps (or, where calibration chose it, their strongest "
-    "component) as seeds of one sequence's bright regions (FLAIR say); "
+    "volume; guided: maps made the refined way under a slice gate of its own (or, where "
+    "calibration chose it, their strongest component) as seeds of one sequence's bright "
+    "regions (FLAIR say); "
     "checkpoint's choice: the one that measured best on its validation patients"
 )
 NOT_CALIBRATED = (
