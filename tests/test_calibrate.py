@@ -130,46 +130,34 @@ def test_guided_calibration_keeps_the_strongest_seed_when_a_mimic_lights_up_too(
     assert np.array_equal(mask, truth)
 
 
-def _one_flair_case(raw, flair, truth, slice_prob):
-    """``(cases, scans)`` of one patient whose only map and guide is FLAIR, 1 mm voxels."""
+def _lesion_and_mimic(mimic, slice_prob):
+    """``(cases, scans)`` of one patient of 40 slices, 1 mm voxels, whose only map and guide is
+    FLAIR: a lesion on slices 15-24 at 0.9 on the map, a mimic at ``mimic`` at its peak (1.0),
+    both bright on FLAIR; ``slice_prob`` is the classifier's tumour probability per slice."""
+    shape = (40, 20, 20)
+    raw, truth = np.zeros(shape, np.float32), np.zeros(shape, bool)
+    truth[15:25, 4:10, 4:10] = True
+    raw[truth] = 0.9
+    raw[mimic] = 1.0
+    flair = np.where(raw > 0, 2.5, 0.0).astype(np.float32)
     result = CamResult("cam", {}, {}, {"flair": slice_prob}, raw={"flair": raw}, brain=flair > 0)
     return [(result, truth, (1.0, 1.0, 1.0))], [{"flair": flair}]
 
 
 def test_guided_calibration_chooses_the_gate_that_drops_a_mimic_on_doubted_slices():
-    # A mimic brighter than the lesion lies on slices the classifier gives 0.6: only a gate
-    # of 0.7 without smoothing (smoothing also dims the lesion's slices) leaves the lesion.
-    shape = (40, 20, 20)
-    raw, flair, truth = (
-        np.zeros(shape, np.float32),
-        np.zeros(shape, np.float32),
-        np.zeros(shape, bool),
-    )
-    truth[15:25, 4:10, 4:10] = True
-    raw[truth] = 0.9
-    raw[30:35, 12:18, 12:18] = 1.0
-    flair[raw > 0] = 2.5
-    slice_prob = np.full(shape[0], 0.1, np.float32)
+    # The mimic lies on slices the classifier gives 0.6: only a gate of 0.7 without smoothing
+    # (smoothing also dims the lesion's slices) leaves the lesion alone.
+    slice_prob = np.full(40, 0.1, np.float32)
     slice_prob[15:25], slice_prob[30:35] = 0.9, 0.6
-    chosen = calibrate_guided(*_one_flair_case(raw, flair, truth, slice_prob), None)
+    chosen = calibrate_guided(*_lesion_and_mimic(np.s_[30:35, 12:18, 12:18], slice_prob), None)
     assert (chosen["z_sigma_mm"], chosen["gate"]) == (0.0, 0.7)
     assert chosen["maps"]["flair"]["dice"] == 1.0
 
 
 def test_guided_calibration_gives_a_near_tie_to_the_gate_without_smoothing():
-    # A one-voxel mimic at the map's peak on the first slice: smoothing the slice gate drops it
-    # (Dice 1.0), without smoothing the whole seed keeps it (Dice 720/721), within tolerance.
-    shape = (40, 20, 20)
-    raw, flair, truth = (
-        np.zeros(shape, np.float32),
-        np.zeros(shape, np.float32),
-        np.zeros(shape, bool),
-    )
-    truth[15:25, 4:10, 4:10] = True
-    raw[truth] = 0.9
-    raw[0, 15, 15] = 1.0
-    flair[raw > 0] = 2.5
-    chosen = calibrate_guided(*_one_flair_case(raw, flair, truth, np.ones(shape[0])), None)
+    # A one-voxel mimic on the first slice: smoothing the slice gate drops it (Dice 1.0),
+    # without smoothing the whole seed keeps it (Dice 720/721), within the tolerance.
+    chosen = calibrate_guided(*_lesion_and_mimic(np.s_[0, 15, 15], np.ones(40)), None)
     assert chosen["z_sigma_mm"] == 0.0
     assert chosen["maps"]["flair"]["dice"] == pytest.approx(720 / 721)
 
