@@ -185,9 +185,10 @@ def _score(masks: list, truths: list, spacings: list) -> tuple[float, float]:
 def calibrate_refined(cases: list, weights: dict | None) -> dict:
     """The ``refined`` protocol's settings with the best validation Dice.
 
-    First the gate (``z_sigma_mm`` x ``gate``), scored by each map's best plain threshold
-    averaged over maps; then, per map, threshold x components x growth. Ties within
-    :data:`DICE_TOLERANCE` of the best Dice go to fewer false positives on tumour-free patients.
+    First the gate (:func:`_gates`), scored by each map's best plain threshold averaged over
+    maps, ties going as in :func:`_pick_gate`; then, per map, threshold x components x growth.
+    Ties within :data:`DICE_TOLERANCE` of the best Dice go to fewer false positives on
+    tumour-free patients.
 
     Parameters
     ----------
