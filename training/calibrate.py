@@ -262,7 +262,7 @@ def calibrate_guided(cases: list, scans: list, weights: dict | None) -> dict:
     guides = [g for g in GUIDES if all(g in scan for scan in scans)]
     if not guides:
         return {"z_sigma_mm": 0.0, "gate": GATES[0], "maps": {}}
-    # (z_sigma, gate, map, threshold, strongest, guide, z, reach) -> score of each case
+    # (gate, map, threshold, strongest, guide, z, reach) -> score of each case
     scores: dict = {}
     for (result, truth, spacing), scan in zip(cases, scans, strict=True):
         truth_size = int(np.count_nonzero(truth))
@@ -279,30 +279,28 @@ def calibrate_guided(cases: list, scans: list, weights: dict | None) -> dict:
                     else:
                         strong = whole
                     for strongest_only, counts in ((False, whole), (True, strong)):
-                        key = (refinement.z_sigma_mm, refinement.gate, name, t, strongest_only)
+                        key = (refinement, name, t, strongest_only)
                         for (guide, z, r), count in counts.items():
                             scores.setdefault((*key, guide, z, r), []).append(
                                 _count_score(*count, truth_size, spacing)
                             )
-    candidates: dict = {}  # (z_sigma, gate) -> map -> [(dice, fp, settings)]
-    for (z_sigma, gate, name, t, strongest, guide, z, r), per_case in scores.items():
+    candidates: dict = {}  # gate -> map -> [(dice, fp, settings)]
+    for (gate, name, t, strongest, guide, z, r), per_case in scores.items():
         settings = MaskSettings(
             t, guide=guide, guide_z=z, guide_reach_mm=r, strongest_only=strongest
         )
-        per_map = candidates.setdefault((z_sigma, gate), {})
+        per_map = candidates.setdefault(gate, {})
         per_map.setdefault(name, []).append((*_mean_scores(per_case), settings))
     picked = {
-        key: {name: _pick(c) for name, c in per_map.items()} for key, per_map in candidates.items()
+        gate: {name: _pick(c) for name, c in per_map.items()}
+        for gate, per_map in candidates.items()
     }
     refinement = _pick_gate(
-        [
-            (float(np.mean([d for d, _, _ in p.values()])), Refinement(*key))
-            for key, p in picked.items()
-        ]
+        [(float(np.mean([d for d, _, _ in p.values()])), gate) for gate, p in picked.items()]
     )
     chosen = {
         name: {**settings.to_dict(), "dice": d, "fp_cm3": fp}
-        for name, (d, fp, settings) in picked[refinement.z_sigma_mm, refinement.gate].items()
+        for name, (d, fp, settings) in picked[refinement].items()
     }
     return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
 
