@@ -270,20 +270,11 @@ def calibrate_guided(cases: list, scans: list, weights: dict | None) -> dict:
         for refinement in _gates():
             maps = refined_maps(result, spacing[0], refinement, weights)
             for name, volume in maps.items():
-                for t in THRESHOLDS:
-                    seed = volume >= t
-                    whole = _guided_counts(seed, spacing, bright)
-                    strongest = strongest_component(seed, volume)
-                    if np.count_nonzero(strongest) < np.count_nonzero(seed):
-                        strong = _guided_counts(strongest, spacing, bright)
-                    else:
-                        strong = whole
-                    for strongest_only, counts in ((False, whole), (True, strong)):
-                        key = (refinement, name, t, strongest_only)
-                        for (guide, z, r), count in counts.items():
-                            scores.setdefault((*key, guide, z, r), []).append(
-                                _count_score(*count, truth_size, spacing)
-                            )
+                for t, strongest_only, counts in _seed_counts(volume, spacing, bright):
+                    for (guide, z, r), count in counts.items():
+                        key = (refinement, name, t, strongest_only, guide, z, r)
+                        score = _count_score(*count, truth_size, spacing)
+                        scores.setdefault(key, []).append(score)
     candidates: dict = {}  # gate -> map -> [(dice, fp, settings)]
     for (gate, name, t, strongest, guide, z, r), per_case in scores.items():
         settings = MaskSettings(
@@ -303,6 +294,21 @@ def calibrate_guided(cases: list, scans: list, weights: dict | None) -> dict:
         for name, (d, fp, settings) in picked[refinement].items()
     }
     return {"z_sigma_mm": refinement.z_sigma_mm, "gate": refinement.gate, "maps": chosen}
+
+
+def _seed_counts(volume: np.ndarray, spacing, bright: dict):
+    """``(threshold, strongest_only, counts)`` for each seed threshold of a map ``(Z, Y, X)``:
+    the :func:`_guided_counts` of the whole thresholded map and of its strongest component
+    (the same counts, not computed again, when that component is the whole seed)."""
+    for t in THRESHOLDS:
+        seed = volume >= t
+        whole = _guided_counts(seed, spacing, bright)
+        strongest = strongest_component(seed, volume)
+        yield t, False, whole
+        if np.count_nonzero(strongest) < np.count_nonzero(seed):
+            yield t, True, _guided_counts(strongest, spacing, bright)
+        else:
+            yield t, True, whole
 
 
 def _guided_counts(seed: np.ndarray, spacing, bright: dict) -> dict:
