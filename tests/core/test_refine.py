@@ -175,6 +175,11 @@ def test_the_guided_mask_is_the_bright_region_its_seed_touches_and_nothing_else(
     strongest = MaskSettings(0.5, guide="flair", guide_z=1.5, strongest_only=True)
     one = refined_mask(twice, np.ones_like(seed), SPACING, strongest, {"flair": flair})
     assert np.array_equal(one, flair == 2.5)
+    # Seeded from the weaker spot alone, the mask is the region that spot touches.
+    weak = refine.guided_mask(
+        twice == 0.8, np.ones_like(seed), SPACING, settings, {"flair": flair}
+    )
+    assert np.array_equal(weak, flair == 3.0)
     stored = Refinement(0.0, 0.5, {"flair": strongest}).to_dict()
     assert stored["maps"]["flair"]["strongest_only"] is True
     assert Refinement.from_dict(stored).mask_settings("flair") == strongest

@@ -211,6 +211,23 @@ def touching_regions(seed: np.ndarray, bright: np.ndarray) -> np.ndarray:
     return hit[labels]
 
 
+def guided_mask(
+    seed: np.ndarray,
+    brain: np.ndarray,
+    spacing: Sequence[float],
+    settings: MaskSettings,
+    images: Mapping[str, np.ndarray] | None,
+) -> np.ndarray:
+    """The bright regions of ``settings.guide`` (in ``images``, normalised) inside the brain
+    that ``seed`` (bool) touches, cut at ``settings.guide_reach_mm`` from it when above 0."""
+    if images is None or settings.guide not in images:
+        raise ValueError(f"the guided protocol needs the case's {settings.guide} scan")
+    regions = touching_regions(seed, brain & (images[settings.guide] >= settings.guide_z))
+    if settings.guide_reach_mm > 0:
+        regions &= distance_to(seed, spacing, settings.guide_reach_mm) <= settings.guide_reach_mm
+    return regions
+
+
 def refined_mask(
     volume: np.ndarray,
     brain: np.ndarray,
@@ -223,16 +240,9 @@ def refined_mask(
     (or, with ``strongest_only``, its strongest component) touches."""
     mask = volume >= settings.threshold
     if settings.guide:
-        if images is None or settings.guide not in images:
-            raise ValueError(f"the guided protocol needs the case's {settings.guide} scan")
         if settings.strongest_only:
             mask = strongest_component(mask, volume)
-        regions = touching_regions(mask, brain & (images[settings.guide] >= settings.guide_z))
-        if settings.guide_reach_mm > 0:
-            regions &= (
-                distance_to(mask, spacing, settings.guide_reach_mm) <= settings.guide_reach_mm
-            )
-        return regions
+        return guided_mask(mask, brain, spacing, settings, images)
     if settings.largest_only:
         mask = largest_component(mask)
     elif settings.min_component_mm3 > 0:

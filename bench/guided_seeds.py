@@ -1,0 +1,134 @@
+"""Where the guided mask fails: the CAM component it starts from.
+
+    .venv/bin/python -m bench.guided_seeds equivariant --cache data/val200_cache
+    .venv/bin/python -m bench.guided_seeds equivariant --cache data/test_c3t_final_cache \
+        --out docs/results/guided_seeds/equivariant_held_out.md
+
+For one map (default the fused weighted one) under a checkpoint's calibrated ``guided``
+settings, on every patient of a slice cache (at the cache's resolution, as calibration sees
+them): the components of the thresholded map, whether the seed the protocol takes (its
+strongest component, or the whole thresholded map) touches the tumour, and the Dice of its
+guided mask; beside it, the Dice when the seed is instead the component that overlaps the
+tumour most. That second figure knows the answer, so it is no method: for a map seeded from
+its strongest component it bounds what a better choice among the map's own components could
+give, and it tells a seed in the wrong place from a map that never reaches the tumour. Means
+over tumour patients, by size stratum; tumour-free patients by false-positive volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from equicam.core.checkpoint import load_checkpoint
+from equicam.core.fusion import FUSION_NAMES
+from equicam.core.inference import cam_volume, run_to_end
+from equicam.core.mask_edit import strongest_component
+from equicam.core.metrics import dice
+from equicam.core.refine import guided_mask, refined_maps, refinement_of
+from equicam.core.scoring import STRATA, stratum
+from training.data import SliceCache
+
+FULL_3D = np.ones((3, 3, 3), dtype=bool)  # the connectivity of strongest_component
+
+
+def case_row(model, refinement, name: str, images: np.ndarray, truth: np.ndarray, spacing):
+    """One patient's figures: tumour cm3, components, whether the seed touches the tumour, the
+    guided Dice from the protocol's seed and from the best-overlapping component, and the
+    false-positive cm3 of the protocol's mask."""
+    volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
+    result = run_to_end(cam_volume(model, volume, fusions=FUSION_NAMES))
+    settings = refinement.mask_settings(name)
+    level = refined_maps(result, spacing[0], refinement, model.fusion_weights)[name]
+    seeds = level >= settings.threshold
+    chosen = strongest_component(seeds, level) if settings.strongest_only else seeds
+    labels, count = ndimage.label(seeds, structure=FULL_3D)
+    overlap = np.bincount(labels[truth], minlength=count + 1)
+    overlap[0] = 0
+    best = labels == int(np.argmax(overlap)) if overlap.any() else chosen
+    mask = guided_mask(chosen, result.brain, spacing, settings, volume)
+    voxel_cm3 = float(np.prod(spacing)) / 1000
+    return {
+        "cm3": np.count_nonzero(truth) * voxel_cm3,
+        "components": count,
+        "hit": bool((chosen & truth).any()),
+        "dice": dice(mask, truth),
+        "best_dice": dice(guided_mask(best, result.brain, spacing, settings, volume), truth),
+        "fp_cm3": np.count_nonzero(mask & ~truth) * voxel_cm3,
+    }
+
+
+def report(rows: dict[str, dict], title: str) -> str:
+    """A markdown summary (all tumours and each stratum) and the per-patient table."""
+    tumours = {k: r for k, r in rows.items() if r["cm3"] > 0}
+    groups = [("all tumours", list(tumours.values()))] + [
+        (s, [r for r in tumours.values() if stratum(r["cm3"]) == s]) for s in STRATA
+    ]
+    lines = [
+        f"# {title}",
+        "",
+        "| patients | n | seed on the tumour | guided Dice | Dice, seed on the tumour's"
+        " component |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, group in groups:
+        if group:
+            lines.append(
+                f"| {label} | {len(group)} | {sum(r['hit'] for r in group)} "
+                f"| {np.mean([r['dice'] for r in group]):.3f} "
+                f"| {np.mean([r['best_dice'] for r in group]):.3f} |"
+            )
+    free = [r["fp_cm3"] for k, r in rows.items() if r["cm3"] == 0]
+    if free:
+        lines.append(
+            f"\nTumour-free patients: {len(free)}, false positives {np.median(free):.1f} cm3 "
+            f"median (max {max(free):.1f})."
+        )
+    lines += [
+        "",
+        "| patient | tumour cm3 | components | seed on the tumour | guided Dice | best Dice "
+        "| false positives cm3 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for case_id, r in sorted(rows.items(), key=lambda kv: kv[1]["cm3"]):
+        scores = (
+            f"{'yes' if r['hit'] else 'no'} | {r['dice']:.3f} | {r['best_dice']:.3f}"
+            if r["cm3"] > 0
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {case_id} | {r['cm3']:.1f} | {r['components']} | {scores} | {r['fp_cm3']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="'equivariant', 'baseline' or a .safetensors file")
+    parser.add_argument("--cache", required=True, type=Path, help="slice cache of the patients")
+    parser.add_argument("--splits", default="train,val,test", help="the cache's splits to use")
+    parser.add_argument("--map", default="fused_weighted", help="map name, e.g. flair")
+    parser.add_argument("--out", type=Path, help="also write the report here (markdown)")
+    args = parser.parse_args()
+    model, meta = load_checkpoint(args.checkpoint)
+    refinement = refinement_of(meta, str(args.checkpoint), protocol="guided")
+    rows = {}
+    for split in args.splits.split(","):
+        data = SliceCache(args.cache, split, model.modalities)
+        for case_id in data.case_ids:
+            images, masks = data.case_slices(case_id)
+            rows[case_id] = case_row(
+                model, refinement, args.map, images, masks > 0, data.case_spacing(case_id)
+            )
+    text = report(rows, f"{args.checkpoint}, {args.map}, guided, on {args.cache}")
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
