@@ -21,18 +21,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from equicam.core.checkpoint import load_checkpoint
-from equicam.core.fusion import FUSION_NAMES
 from equicam.core.inference import cam_volume, run_to_end
-from equicam.core.mask_edit import strongest_component
+from equicam.core.mask_edit import label_components, strongest_component
 from equicam.core.metrics import dice
 from equicam.core.refine import guided_mask, refined_maps, refinement_of
 from equicam.core.scoring import STRATA, stratum
 from training.data import SliceCache
-
-FULL_3D = np.ones((3, 3, 3), dtype=bool)  # the connectivity of strongest_component
 
 
 def case_row(model, refinement, name: str, images: np.ndarray, truth: np.ndarray, spacing):
@@ -40,12 +36,13 @@ def case_row(model, refinement, name: str, images: np.ndarray, truth: np.ndarray
     guided Dice from the protocol's seed and from the best-overlapping component, and the
     false-positive cm3 of the protocol's mask."""
     volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
-    result = run_to_end(cam_volume(model, volume, fusions=FUSION_NAMES))
+    fusions = (name.removeprefix("fused_"),) if name.startswith("fused_") else ()
+    result = run_to_end(cam_volume(model, volume, fusions=fusions))
     settings = refinement.mask_settings(name)
     level = refined_maps(result, spacing[0], refinement, model.fusion_weights)[name]
     seeds = level >= settings.threshold
     chosen = strongest_component(seeds, level) if settings.strongest_only else seeds
-    labels, count = ndimage.label(seeds, structure=FULL_3D)
+    labels, count = label_components(seeds)
     overlap = np.bincount(labels[truth], minlength=count + 1)
     overlap[0] = 0
     best = labels == int(np.argmax(overlap)) if overlap.any() else chosen
@@ -81,7 +78,7 @@ def report(rows: dict[str, dict], title: str) -> str:
                 f"| {np.mean([r['dice'] for r in group]):.3f} "
                 f"| {np.mean([r['best_dice'] for r in group]):.3f} |"
             )
-    free = [r["fp_cm3"] for k, r in rows.items() if r["cm3"] == 0]
+    free = [r["fp_cm3"] for r in rows.values() if r["cm3"] == 0]
     if free:
         lines.append(
             f"\nTumour-free patients: {len(free)}, false positives {np.median(free):.1f} cm3 "

@@ -123,7 +123,9 @@ def shrink(mask: np.ndarray, spacing: Sequence[float], mm: float) -> np.ndarray:
     return inside > mm
 
 
-def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The connected components of a mask, 26-connected in 3-D (``ndimage.label``'s labels
+    and count): the components every function here works on."""
     return ndimage.label(mask, structure=_FULL_3D)
 
 
@@ -148,7 +150,7 @@ def remove_small_components(
     """
     mask = _as_mask(mask)
     voxel_mm3 = float(np.prod(_check_spacing(spacing)))
-    labels, count = _label(mask)
+    labels, count = label_components(mask)
     if count == 0:
         return mask
     sizes_mm3 = np.bincount(labels.ravel(), minlength=count + 1) * voxel_mm3
@@ -160,7 +162,7 @@ def remove_small_components(
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest connected component of the mask (bool; empty if the mask is empty)."""
     mask = _as_mask(mask)
-    labels, count = _label(mask)
+    labels, count = label_components(mask)
     if count == 0:
         return mask
     sizes = np.bincount(labels.ravel())
@@ -175,7 +177,7 @@ def strongest_component(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
     mask = _as_mask(mask)
     if not mask.any():
         return mask
-    labels, _ = _label(mask)
+    labels, _ = label_components(mask)
     values = np.where(mask, values, -np.inf)
     peaks = np.unique(labels[values == values.max()])
     if peaks.size > 1:
@@ -210,7 +212,7 @@ def keep_component_at(mask: np.ndarray, index: Sequence[int]) -> np.ndarray:
         raise ValueError(f"voxel {index} is outside the mask of shape {mask.shape}")
     if not mask[index]:
         raise ValueError(f"voxel {index} is not part of the mask: no component to keep")
-    labels, _ = _label(mask)
+    labels, _ = label_components(mask)
     return labels == labels[index]
 
 
