@@ -13,6 +13,20 @@ tumour most. That second figure knows the answer, so it is no method: for a map 
 its strongest component it bounds what a better choice among the map's own components could
 give, and it tells a seed in the wrong place from a map that never reaches the tumour. Means
 over tumour patients, by size stratum; tumour-free patients by false-positive volume.
+
+``--seed-rule`` starts the guided mask from one component chosen another way, to compare rules
+for that choice (the protocol itself has one, ``peak``):
+
+``peak``
+    the component that holds the map's highest value (the protocol's ``strongest_only``);
+``mean-peak``, ``geometric-peak``
+    the component that holds the highest value of the mean (or geometric mean) of the
+    sequences' maps: the spot the sequences agree on most;
+``mean-sum``
+    the component with the largest sum of that mean: agreement times extent.
+
+    .venv/bin/python -m bench.guided_seeds RUN/checkpoint.safetensors --cache OTHER_FAMILY_CACHE \
+        --seed-rule mean-sum
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from equicam.core.checkpoint import load_checkpoint
+from equicam.core.fusion import fuse
 from equicam.core.inference import cam_volume, run_to_end
 from equicam.core.mask_edit import label_components, strongest_component
 from equicam.core.metrics import dice
@@ -30,18 +45,40 @@ from equicam.core.refine import guided_mask, refined_maps, refinement_of
 from equicam.core.scoring import STRATA, stratum
 from training.data import SliceCache
 
+SEED_RULES = ("protocol", "peak", "mean-peak", "geometric-peak", "mean-sum")
 
-def case_row(model, refinement, name: str, images: np.ndarray, truth: np.ndarray, spacing):
-    """One patient's figures: tumour cm3, components, whether the seed touches the tumour, the
-    guided Dice from the protocol's seed and from the best-overlapping component, and the
-    false-positive cm3 of the protocol's mask."""
+
+def seed_component(rule: str, seeds: np.ndarray, level: np.ndarray, maps: dict, settings):
+    """The seed the guided mask starts from under ``rule`` (see the module docstring), from
+    the thresholded map ``seeds`` (bool), the map ``level`` and the sequences' ``maps``."""
+    if rule == "protocol":
+        return strongest_component(seeds, level) if settings.strongest_only else seeds
+    if rule == "peak" or not seeds.any():
+        return strongest_component(seeds, level)
+    agreement = fuse(rule.split("-")[0], maps)
+    if rule.endswith("-peak"):
+        return strongest_component(seeds, agreement)
+    labels, count = label_components(seeds)
+    sums = np.bincount(labels.ravel(), agreement.ravel(), minlength=count + 1)
+    sums[0] = -np.inf
+    return labels == int(np.argmax(sums))
+
+
+def case_row(
+    model, refinement, name: str, images: np.ndarray, truth: np.ndarray, spacing, rule: str
+):
+    """One patient's figures: tumour cm3, components, whether the seed (chosen by ``rule``)
+    touches the tumour, the guided Dice from that seed and from the best-overlapping
+    component, and the false-positive cm3 of the seed's mask."""
     volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
     fusions = (name.removeprefix("fused_"),) if name.startswith("fused_") else ()
     result = run_to_end(cam_volume(model, volume, fusions=fusions))
     settings = refinement.mask_settings(name)
-    level = refined_maps(result, spacing[0], refinement, model.fusion_weights)[name]
+    maps = refined_maps(result, spacing[0], refinement, model.fusion_weights)
+    level = maps[name]
     seeds = level >= settings.threshold
-    chosen = strongest_component(seeds, level) if settings.strongest_only else seeds
+    sequences = {m: maps[m] for m in model.modalities}
+    chosen = seed_component(rule, seeds, level, sequences, settings)
     labels, count = label_components(seeds)
     overlap = np.bincount(labels[truth], minlength=count + 1)
     overlap[0] = 0
@@ -108,6 +145,9 @@ def main() -> None:
     parser.add_argument("--cache", required=True, type=Path, help="slice cache of the patients")
     parser.add_argument("--splits", default="train,val,test", help="the cache's splits to use")
     parser.add_argument("--map", default="fused_weighted", help="map name, e.g. flair")
+    parser.add_argument(
+        "--seed-rule", default="protocol", choices=SEED_RULES, help="how the seed is chosen"
+    )
     parser.add_argument("--out", type=Path, help="also write the report here (markdown)")
     args = parser.parse_args()
     model, meta = load_checkpoint(args.checkpoint)
@@ -118,9 +158,16 @@ def main() -> None:
         for case_id in data.case_ids:
             images, masks = data.case_slices(case_id)
             rows[case_id] = case_row(
-                model, refinement, args.map, images, masks > 0, data.case_spacing(case_id)
+                model,
+                refinement,
+                args.map,
+                images,
+                masks > 0,
+                data.case_spacing(case_id),
+                args.seed_rule,
             )
-    text = report(rows, f"{args.checkpoint}, {args.map}, guided, on {args.cache}")
+    rule = "" if args.seed_rule == "protocol" else f", seed rule {args.seed_rule}"
+    text = report(rows, f"{args.checkpoint}, {args.map}, guided{rule}, on {args.cache}")
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
