@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.guided_seeds import show
 from equicam.core.preprocess import brain_mask, normalise_volume
 from equicam.core.synth import FAMILIES, SEQUENCES, make_case
 from equicam.core.synth.tissue import TISSUES
@@ -77,10 +78,7 @@ def main() -> None:
         f"# Median z-score of each tissue: {args.cases} patients (seed {args.seed}, "
         f"{args.size} grid) imaged in every family\n\n" + table(per_family)
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    show(text, args.out)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,14 @@ def report(rows: dict[str, dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def show(text: str, out: Path | None) -> None:
+    """Print a markdown report and, with ``out``, write it there too (folders made)."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="'equivariant', 'baseline' or a .safetensors file")
@@ -168,10 +176,7 @@ def main() -> None:
             )
     rule = "" if args.seed_rule == "protocol" else f", seed rule {args.seed_rule}"
     text = report(rows, f"{args.checkpoint}, {args.map}, guided{rule}, on {args.cache}")
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    show(text, args.out)
 
 
 if __name__ == "__main__":
