@@ -17,6 +17,8 @@ over tumour patients, by size stratum; tumour-free patients by false-positive vo
 ``--seed-rule`` starts the guided mask from one component chosen another way, to compare rules
 for that choice (the protocol itself has one, ``peak``):
 
+``whole``
+    every component (the protocol without ``strongest_only``);
 ``peak``
     the component that holds the map's highest value (the protocol's ``strongest_only``);
 ``mean-peak``, ``geometric-peak``
@@ -45,7 +47,7 @@ from equicam.core.refine import guided_mask, refined_maps, refinement_of
 from equicam.core.scoring import STRATA, stratum
 from training.data import SliceCache
 
-SEED_RULES = ("protocol", "peak", "mean-peak", "geometric-peak", "mean-sum")
+SEED_RULES = ("protocol", "whole", "peak", "mean-peak", "geometric-peak", "mean-sum")
 
 
 def seed_component(rule: str, seeds: np.ndarray, level: np.ndarray, maps: dict, settings):
@@ -53,6 +55,8 @@ def seed_component(rule: str, seeds: np.ndarray, level: np.ndarray, maps: dict, 
     the thresholded map ``seeds`` (bool), the map ``level`` and the sequences' ``maps``."""
     if rule == "protocol":
         return strongest_component(seeds, level) if settings.strongest_only else seeds
+    if rule == "whole":
+        return seeds
     if rule == "peak" or not seeds.any():
         return strongest_component(seeds, level)
     agreement = fuse(rule.split("-")[0], maps)

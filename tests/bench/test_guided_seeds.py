@@ -28,6 +28,7 @@ def test_each_rule_picks_its_component():
     assert np.array_equal(seed_component("protocol", seeds, level, maps, strongest), small)
     whole = MaskSettings(0.5, guide="flair", guide_z=1.0, strongest_only=False)
     assert np.array_equal(seed_component("protocol", seeds, level, maps, whole), seeds)
+    assert np.array_equal(seed_component("whole", seeds, level, maps, strongest), seeds)
     # the mean of the two maps: 0.5 on the small spot, 0.85 on the large one
     for rule in ("mean-peak", "mean-sum", "geometric-peak"):
         assert np.array_equal(seed_component(rule, seeds, level, maps, strongest), large), rule
