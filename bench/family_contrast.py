@@ -32,14 +32,12 @@ def tissue_medians(case) -> dict[str, dict[str, float]]:
     """Sequence -> tissue -> median z-score inside the brain (tissues with enough voxels)."""
     images = {m: case.images[m].astype(np.float32) for m in SEQUENCES}
     brain = brain_mask(images)
+    voxels = {t: brain & (case.dominant == TISSUES.index(t)) for t in SHOWN}
+    voxels = {t: v for t, v in voxels.items() if np.count_nonzero(v) >= MIN_VOXELS}
     out = {}
     for m in SEQUENCES:
         z = normalise_volume(images[m], brain)
-        out[m] = {}
-        for tissue in SHOWN:
-            voxels = brain & (case.dominant == TISSUES.index(tissue))
-            if np.count_nonzero(voxels) >= MIN_VOXELS:
-                out[m][tissue] = float(np.median(z[voxels]))
+        out[m] = {t: float(np.median(z[v])) for t, v in voxels.items()}
     return out
 
 

@@ -68,6 +68,14 @@ def seed_component(rule: str, seeds: np.ndarray, level: np.ndarray, maps: dict, 
     return labels == int(np.argmax(sums))
 
 
+def guided_maps(model, refinement, name: str, volume: dict, spacing):
+    """The CAM result of a volume (modality -> normalised ``(Z, Y, X)``) and its maps under
+    the ``guided`` protocol, computing only the fusion ``name`` needs."""
+    fusions = (name.removeprefix("fused_"),) if name.startswith("fused_") else ()
+    result = run_to_end(cam_volume(model, volume, fusions=fusions))
+    return result, refined_maps(result, spacing[0], refinement, model.fusion_weights)
+
+
 def case_row(
     model, refinement, name: str, images: np.ndarray, truth: np.ndarray, spacing, rule: str
 ):
@@ -75,10 +83,8 @@ def case_row(
     touches the tumour, the guided Dice from that seed and from the best-overlapping
     component, and the false-positive cm3 of the seed's mask."""
     volume = {m: images[:, i] for i, m in enumerate(model.modalities)}
-    fusions = (name.removeprefix("fused_"),) if name.startswith("fused_") else ()
-    result = run_to_end(cam_volume(model, volume, fusions=fusions))
+    result, maps = guided_maps(model, refinement, name, volume, spacing)
     settings = refinement.mask_settings(name)
-    maps = refined_maps(result, spacing[0], refinement, model.fusion_weights)
     level = maps[name]
     seeds = level >= settings.threshold
     sequences = {m: maps[m] for m in model.modalities}

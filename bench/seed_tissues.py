@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.guided_seeds import guided_maps, seed_component
 from equicam.core.brats import find_cases, load_case
 from equicam.core.checkpoint import load_checkpoint
 from equicam.core.evaluation import normalised_images
-from equicam.core.inference import cam_volume, run_to_end
-from equicam.core.mask_edit import strongest_component
-from equicam.core.refine import refined_maps, refinement_of
+from equicam.core.refine import refinement_of
 from equicam.core.synth import make_case
 from equicam.core.synth.tissue import TISSUES
 
@@ -34,12 +33,9 @@ def seed_row(model, refinement, name: str, case, dominant: np.ndarray) -> str:
     """One markdown row: the case's tumour and its seed's volume, tumour fraction, tissues
     (share of the seed, the three largest) and mean z-score per sequence."""
     images = normalised_images(case, model.modalities)
-    fusions = (name.removeprefix("fused_"),) if name.startswith("fused_") else ()
-    result = run_to_end(cam_volume(model, images, fusions=fusions))
+    _, maps = guided_maps(model, refinement, name, images, case.spacing)
     settings = refinement.mask_settings(name)
-    level = refined_maps(result, case.spacing[0], refinement, model.fusion_weights)[name]
-    seeds = level >= settings.threshold
-    seed = strongest_component(seeds, level) if settings.strongest_only else seeds
+    seed = seed_component("protocol", maps[name] >= settings.threshold, maps[name], {}, settings)
     voxel_cm3 = float(np.prod(case.spacing)) / 1000
     truth = case.whole_tumour
     size = np.count_nonzero(seed)
