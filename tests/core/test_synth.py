@@ -1,6 +1,7 @@
 """Synthetic BraTS-like cases: grid, determinism, case types, contrast physics, families."""
 
 import shutil
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,7 @@ from equicam import cli
 from equicam.core.anatomy import BRATS_AFFINE, BRATS_SHAPE, load_anatomy
 from equicam.core.brats import load_case
 from equicam.core.synth import CASE_TYPES, FAMILIES, family_names, make_case
+from equicam.core.synth.families import FLAIR_3D
 from equicam.core.synth.sequences import draw_protocol, signal
 from equicam.core.synth.tissue import TISSUES, draw_tissues, post_contrast_t1
 from equicam.core.synth.tumours import draw_volume
@@ -183,6 +185,19 @@ def test_one_patient_imaged_in_two_families_keeps_its_anatomy_but_not_its_look()
     for name in ("t1", "flair"):
         za, zb = (stats.zscore(c.images[name][brain].astype(float)) for c in (a, b))
         assert np.corrcoef(za, zb)[0, 1] < 0.95, name
+
+
+def test_a_family_variant_changes_only_its_own_factor():
+    """An ablation images a patient in a family with one factor changed (FLAIR taken 3-D):
+    the sequences before FLAIR are the family's own, voxel for voxel."""
+    base = FAMILIES["clinical-3T"]
+    variant = replace(base, name="3-D FLAIR", recipes={**base.recipes, "flair": FLAIR_3D})
+    a = make_case(7, 1, "small", "clinical-3T")
+    b = make_case(7, 1, "small", variant)
+    assert b.family == "3-D FLAIR" and b.protocols["flair"].thickness < 1.5
+    for name in ("t1", "t1ce", "t2"):
+        np.testing.assert_array_equal(a.images[name], b.images[name])
+    assert not np.array_equal(a.images["flair"], b.images["flair"])
 
 
 def test_the_train_mixture_draws_both_training_families_and_never_the_held_out_one():

@@ -15,7 +15,7 @@ from equicam.core.atomic import folder_in_place
 from equicam.core.errors import EquicamError
 from equicam.core.mask_edit import distance_to
 from equicam.core.synth.acquisition import acquire, stripped_mask
-from equicam.core.synth.families import FAMILIES, MIXTURES, family_names
+from equicam.core.synth.families import FAMILIES, MIXTURES, Family, family_names
 from equicam.core.synth.fields import smooth_field
 from equicam.core.synth.sequences import Protocol, draw_protocol, signal
 from equicam.core.synth.tissue import TISSUES, draw_tissues
@@ -103,7 +103,7 @@ def _mimics(rng, tissue, depth, brain, seg, mm) -> dict[str, np.ndarray]:
 
 
 def make_case(
-    seed: int, index: int, size: str = "full", family: str = DEFAULT_FAMILY
+    seed: int, index: int, size: str = "full", family: str | Family = DEFAULT_FAMILY
 ) -> SyntheticCase:
     """Generate case number ``index`` of the set drawn with ``seed``, imaged in ``family``.
 
@@ -121,21 +121,26 @@ def make_case(
         ``full`` (240 x 240 x 155 at 1 mm) or ``small`` (120 x 120 x 78 at 2 mm).
     family
         A family of :data:`~equicam.core.synth.families.FAMILIES`, or a mixture of
-        :data:`~equicam.core.synth.families.MIXTURES` (each case draws one of its families).
+        :data:`~equicam.core.synth.families.MIXTURES` (each case draws one of its families),
+        by name; or a :class:`~equicam.core.synth.families.Family` itself (a variant, for
+        ablations).
 
     Returns
     -------
     SyntheticCase
     """
-    if family not in family_names():
+    if not isinstance(family, Family) and family not in family_names():
         raise ValueError(f"unknown family {family!r}; use one of {', '.join(family_names())}")
     shape, affine, mm = _grid(size)
     patient_rng, look_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2)
     )
-    if family in MIXTURES:
-        family = str(look_rng.choice(MIXTURES[family]))
-    look = FAMILIES[family]
+    if isinstance(family, Family):
+        look = family
+    else:
+        if family in MIXTURES:
+            family = str(look_rng.choice(MIXTURES[family]))
+        look = FAMILIES[family]
     case_type = CASE_TYPES[index % len(CASE_TYPES)]
     anatomy = load_anatomy()
 
@@ -205,7 +210,7 @@ def make_case(
             np.int16
         )
     seg[~mask] = 0
-    return SyntheticCase(images, seg, affine, case_type, family, protocols, dominant)
+    return SyntheticCase(images, seg, affine, case_type, look.name, protocols, dominant)
 
 
 def case_id(index: int) -> str:
@@ -218,7 +223,7 @@ def write_case(
     seed: int,
     index: int,
     size: str = "full",
-    family: str = DEFAULT_FAMILY,
+    family: str | Family = DEFAULT_FAMILY,
 ) -> Path:
     """Write case ``index`` of the set ``seed`` to ``out_dir/<case id>/`` (BraTS 2021 names).
 
