@@ -5,7 +5,8 @@
 
 Overrides use dotted keys, e.g. ``train.epochs=2 loss.er=0 data.cache=/path/to/cache``.
 ``train.augment=P`` draws each intensity change of :mod:`equicam.core.augment` with
-probability P per slice and sequence (0: none, the paper's setting);
+probability P per slice and sequence (0: none, the paper's setting), the bias field's
+half-amplitude up to ``train.augment_bias`` (0.3: 0.7-1.3);
 ``loss.cmer_reduction=sum`` makes CMER a per-sample cosine distance (``mean``: as published).
 With ``train.balanced=true``, ``train.epoch_slices=N`` draws N slices per epoch (0: as many as
 the training split holds). ``train.min_tumour_mm2=A`` leaves out of training the tumour slices
@@ -88,6 +89,7 @@ DEFAULTS: dict = {
         "warmup_epochs": 0.0,
         "select": "accuracy",
         "augment": 0.0,
+        "augment_bias": IntensityAugment.bias,
         "epoch_slices": 0,
         "min_tumour_mm2": 0.0,
         "init": "",
@@ -442,7 +444,7 @@ def train(config: dict) -> Path:
     if start and "generator" in state:  # the transforms draw on as if never interrupted
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-    augment = IntensityAugment(p=float(cfg["augment"]))
+    augment = IntensityAugment(p=float(cfg["augment"]), bias=float(cfg["augment_bias"]))
     for epoch in range(start, int(cfg["epochs"])):
         if cfg["balanced"]:
             sampler = BalancedSampler(

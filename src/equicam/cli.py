@@ -81,6 +81,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         protocol=args.protocol,
         workers=args.workers,
         resume=args.resume,
+        bias_correction=args.bias_correction,
     )
     print(
         f"protocol {results['protocol']}: {len(results['tumour_patients'])} tumour patients, "
@@ -213,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "--resume",
                 action="store_true",
                 help="reuse the cases an earlier run with the same settings kept in OUT_DIR/cases",
+            )
+            p.add_argument(
+                "--bias-correction",
+                action="store_true",
+                help="divide each sequence by a smooth field fitted to it (a polynomial of "
+                "log intensity) before normalising it; not used in training the bundled networks",
             )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 

@@ -48,3 +48,16 @@ def test_the_anatomy_stays_in_place():
         for plane in out.reshape(-1, 48, 48):
             y, x_ = divmod(int(plane.argmax()), 48)
             assert abs(y - 18) <= 3 and abs(x_ - 28) <= 3
+
+
+def test_a_larger_bias_setting_moves_the_same_draw_further():
+    """The draws do not depend on the ranges, so only the bias field's amplitude differs."""
+    x, _ = _slices()
+
+    def with_bias(bias: float) -> torch.Tensor:
+        settings = IntensityAugment(p=1.0, bias=bias)
+        return augment_intensity(x, torch.Generator().manual_seed(2), settings)
+
+    flat = with_bias(0.0)
+    moved = [float((with_bias(b) - flat).abs().mean()) for b in (0.3, 0.6)]
+    assert 0 < moved[0] < moved[1]

@@ -564,3 +564,22 @@ def test_refined_on_a_checkpoint_without_its_settings_is_a_clear_error(
     error = capsys.readouterr().err
     assert "no calibrated settings for the refined protocol" in error and "tiny" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_bias_correction_changes_the_inputs_and_is_recorded(synthetic_cases, checkpoint, tmp_path):
+    case = load_case(synthetic_cases / "BraTS2021_00000")
+    plain = normalised_images(case, ["t1", "flair"])
+    corrected = normalised_images(case, ["t1", "flair"], bias_correction=True)
+    brain = plain["flair"] != 0
+    assert np.array_equal(corrected["flair"] != 0, brain)
+    assert abs(corrected["flair"][brain].mean()) < 0.05
+    assert np.abs(corrected["flair"] - plain["flair"]).mean() > 0.02
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "BraTS2021_00000").symlink_to(synthetic_cases / "BraTS2021_00000")
+    out = tmp_path / "out"
+    results = evaluate(data, checkpoint, out, device="cpu", bias_correction=True, log=str)
+    assert results["bias_correction"] is True
+    assert json.loads((out / "results.json").read_text())["bias_correction"] is True
+    with pytest.raises(CaseError, match="other settings"):
+        evaluate(data, checkpoint, out, device="cpu", resume=True, log=str)

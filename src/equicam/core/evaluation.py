@@ -61,9 +61,11 @@ def case_maps(
     )
 
 
-def normalised_images(case, modalities) -> dict:
-    """Modality -> the case's volume normalised as the networks see it (for ``modalities``)."""
-    return normalise_images({m: case.images[m] for m in modalities if m in case.images})
+def normalised_images(case, modalities, bias_correction: bool = False) -> dict:
+    """Modality -> the case's volume normalised as the networks see it (for ``modalities``),
+    with ``bias_correction`` each divided by its fitted bias field first."""
+    images = {m: case.images[m] for m in modalities if m in case.images}
+    return normalise_images(images, bias_correction)
 
 
 def _versions() -> dict:
@@ -165,7 +167,7 @@ def _score_case(files, model, meta, device: str, settings: dict) -> dict:
 
     try:
         case = load_case(files, [m for m in model.modalities if m in files.images])
-        images = normalised_images(case, model.modalities)
+        images = normalised_images(case, model.modalities, settings["bias_correction"])
         result = run_to_end(
             model_maps(
                 model,
@@ -249,6 +251,7 @@ def evaluate(
     workers: int = 1,
     resume: bool = False,
     protocol: str | None = None,
+    bias_correction: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Dice, ASSD and HD95 of every case with a segmentation under ``data_dir``.
@@ -289,6 +292,9 @@ def evaluate(
         ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
         checkpoint's recommendation. Each map's scores are those of its mask under the
         protocol; the sweep thresholds the protocol's maps without the refined mask steps.
+    bias_correction
+        Divide each sequence by its fitted bias field before normalising it
+        (:func:`~equicam.core.preprocess.bias_field`).
     log
         Receives one line per case.
 
@@ -326,6 +332,7 @@ def evaluate(
             "sweep": sweep,
             "fusions": list(fusions),
             "protocol": protocol,
+            "bias_correction": bias_correction,
         }
         labelled = []
         for files in find_cases(data_dir):
@@ -398,6 +405,7 @@ def evaluate(
         "model_kind": meta.get("kind", "cam"),
         "input_sizes": meta.get("input_sizes"),  # a second stage's; None for CAM networks
         "protocol": protocol,
+        "bias_correction": bias_correction,
         "protocol_settings": next(
             (r["protocol_settings"] for r in records.values() if "protocol_settings" in r), {}
         ),
