@@ -65,7 +65,7 @@ def normalise_volume(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def bias_field(
-    volume: np.ndarray, mask: np.ndarray, degree: int = 3, samples: int = 60_000
+    volume: np.ndarray, mask: np.ndarray, degree: int = 2, samples: int = 60_000
 ) -> np.ndarray:
     """A smooth multiplicative field of ``volume``, fitted inside ``mask``.
 
@@ -83,7 +83,7 @@ def bias_field(
     mask
         Boolean brain mask of the same shape.
     degree
-        Total degree of the polynomial (3: 20 terms).
+        Total degree of the polynomial (2: 10 terms).
     samples
         Brain voxels the fit uses, drawn with a fixed seed (the result is deterministic).
 
