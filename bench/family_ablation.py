@@ -1,16 +1,15 @@
 """Which part of the held-out family's look misleads the guided seed: one factor at a time.
 
-    .venv/bin/python -m bench.family_ablation equivariant --data /work/data/ablation \
-        --seed 700 --cases 0,1,2 --workers 2 --out docs/results/family_ablation.md
+    .venv/bin/python -m bench.family_ablation equivariant --data data/ablation --seed 700 \
+        --cases 2,4,5,7,8,10,16,17,9,19 --workers 2 --out docs/results/family_ablation/bundled.md
 
 The same patients (``make_case(seed, index)``) are imaged in the held-out family and in
 variants of it that each take one factor from a training family: the bias field's range, the
-FLAIR sequence, the T1 sequences, the misregistration, the skull-stripping residue; and in
-``research-3T`` itself. Every variant's cases are written at full size under
-``DATA/<variant>`` and cached at 96 px (both kept, and reused when present), then read by
-:func:`bench.guided_seeds.case_row` under the checkpoint's ``guided`` settings. A factor whose
-removal puts the seeds back on the tumours, or takes the false positives off, is one the
-training data lack.
+FLAIR sequence, the T1 sequences, the misregistration; and in ``research-3T`` itself. Every
+variant's cases are written at full size under ``DATA/<variant>`` and cached at 96 px (both
+kept, and reused when present), then read by :func:`bench.guided_seeds.case_row` under the
+checkpoint's ``guided`` settings. A factor whose removal puts the seeds back on the tumours, or
+takes the false positives off, is one the training data lack.
 """
 
 from __future__ import annotations
