@@ -20,8 +20,7 @@ import numpy as np
 from bench.guided_seeds import case_row, show
 from equicam.core.brats import find_cases, load_case
 from equicam.core.checkpoint import load_checkpoint
-from equicam.core.prepare import square_resize
-from equicam.core.preprocess import bias_field, brain_mask, normalise_volume
+from equicam.core.prepare import cached_spacing, case_slices
 from equicam.core.refine import refinement_of
 from equicam.core.scoring import stratum
 
@@ -31,19 +30,9 @@ SIZE = 96
 def cache_slices(case, modalities, degree: int):
     """The case's brain slices as the cache holds them ``(n, M, S, S)``, each sequence first
     divided by its bias field of ``degree`` (0: not), its mask ``(n, S, S)`` and spacing."""
-    brain = brain_mask(case.images)
-    keep = np.flatnonzero(brain.any(axis=(1, 2)))
-    volumes = []
-    for m in modalities:
-        volume = case.images[m].astype(np.float32)
-        if degree:
-            volume = volume / bias_field(volume, brain, degree)
-        volumes.append(normalise_volume(volume, brain)[keep])
-    images = square_resize(np.stack(volumes, axis=1), SIZE).astype(np.float16)
-    truth = square_resize(case.whole_tumour[keep][:, None].astype(np.uint8), SIZE, nearest=True)
-    scale = max(brain.shape[1:]) / SIZE
-    spacing = (case.spacing[0], case.spacing[1] * scale, case.spacing[2] * scale)
-    return images.astype(np.float32), truth[:, 0] > 0, spacing
+    slices = case_slices(case, modalities, SIZE, degree)
+    spacing = cached_spacing(case.spacing, case.images[modalities[0]].shape, SIZE)
+    return slices["images"].astype(np.float32), slices["masks"] > 0, spacing
 
 
 def main() -> None:

@@ -156,10 +156,10 @@ def figure(test_dir: Path, checkpoints: dict, path: Path, n_slices: int = 4) -> 
     import matplotlib.pyplot as plt
 
     from equicam.core.checkpoint import load_checkpoint
-    from equicam.core.evaluation import case_maps
+    from equicam.core.evaluation import bias_correction_of, case_maps
     from equicam.core.inference import run_to_end
 
-    models = {name: load_checkpoint(ckpt)[0] for name, ckpt in checkpoints.items()}
+    models = {name: load_checkpoint(ckpt) for name, ckpt in checkpoints.items()}
     cases = [load_case(f) for f in find_cases(test_dir)]
     cases = [c for c in cases if c.whole_tumour.any()][:n_slices]
     fig, axes = plt.subplots(
@@ -172,8 +172,11 @@ def figure(test_dir: Path, checkpoints: dict, path: Path, n_slices: int = 4) -> 
         flair = case.images["flair"][z]
         vmax = np.percentile(flair[flair > 0], 99.5)
         panels = [("FLAIR, tumour outline", None)]
-        for name, model in models.items():
-            maps = run_to_end(case_maps(case, model, method="cam", device="cpu"))
+        for name, (model, meta) in models.items():
+            correct = bias_correction_of(meta)
+            maps = run_to_end(
+                case_maps(case, model, method="cam", device="cpu", bias_correction=correct)
+            )
             panels.append((f"{name}: fused weighted CAM", maps.fused["weighted"][z]))
         for c, (title, cam) in enumerate(panels):
             ax = axes[r, c]

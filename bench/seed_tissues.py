@@ -23,16 +23,16 @@ import numpy as np
 from bench.guided_seeds import guided_maps, seed_component
 from equicam.core.brats import find_cases, load_case
 from equicam.core.checkpoint import load_checkpoint
-from equicam.core.evaluation import normalised_images
+from equicam.core.evaluation import bias_correction_of, normalised_images
 from equicam.core.refine import refinement_of
 from equicam.core.synth import make_case
 from equicam.core.synth.tissue import TISSUES
 
 
-def seed_row(model, refinement, name: str, case, dominant: np.ndarray) -> str:
+def seed_row(model, meta, refinement, name: str, case, dominant: np.ndarray) -> str:
     """One markdown row: the case's tumour and its seed's volume, tumour fraction, tissues
     (share of the seed, the three largest) and mean z-score per sequence."""
-    images = normalised_images(case, model.modalities)
+    images = normalised_images(case, model.modalities, bias_correction_of(meta))
     _, maps = guided_maps(model, refinement, name, images, case.spacing)
     settings = refinement.mask_settings(name)
     seed = seed_component("protocol", maps[name] >= settings.threshold, maps[name], {}, settings)
@@ -76,7 +76,7 @@ def main() -> None:
         case = load_case(files[case_id], model.modalities)
         synthetic = make_case(args.seed, index, "full", args.family)
         dominant = case.geometry.to_display(synthetic.dominant)
-        lines.append(seed_row(model, refinement, args.map, case, dominant))
+        lines.append(seed_row(model, meta, refinement, args.map, case, dominant))
         print(lines[-1], flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def case_masks(case, columns: dict) -> list[np.ndarray]:
     weighted fusion under the column's protocol, a second stage's own mask. Each model runs
     once per case, whatever the number of its columns."""
     from equicam.core.checkpoint import SECOND_STAGE, load_model
-    from equicam.core.evaluation import normalised_images
+    from equicam.core.evaluation import bias_correction_of, normalised_images
     from equicam.core.inference import model_maps, run_to_end
     from equicam.core.refine import THRESHOLD_ONLY, apply_protocol, default_protocol
 
@@ -55,7 +55,7 @@ def case_masks(case, columns: dict) -> list[np.ndarray]:
     for checkpoint, protocol in columns.values():
         if checkpoint not in runs:
             model, meta = load_model(checkpoint)
-            images = normalised_images(case, model.modalities)
+            images = normalised_images(case, model.modalities, bias_correction_of(meta))
             maps = model_maps(model, images, method="cam", device="cpu", fusions=["weighted"])
             runs[checkpoint] = (model, meta, images, run_to_end(maps))
         model, meta, images, result = runs[checkpoint]

@@ -65,6 +65,15 @@ def test_the_command_writes_a_new_calibrated_checkpoint_and_never_its_input(
     refused = subprocess.run([*command, "--out", str(source)], capture_output=True, text=True)
     assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
     assert source.read_bytes() == before
+    corrected = save_checkpoint(
+        tmp_path / "bc.safetensors", tiny_model, {"threshold": 0.5, "bias_correction": True}
+    )
+    command[3] = str(corrected)
+    refused = subprocess.run(
+        [*command, "--out", str(tmp_path / "bc_cal.safetensors")], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and not (tmp_path / "bc_cal.safetensors").exists()
+    assert f"{tiny_cache}: prepared without bias-field correction" in refused.stderr
 
 
 @pytest.mark.parametrize("protocol", ["refined", "guided"])

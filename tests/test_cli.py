@@ -1,6 +1,7 @@
 """The `equicam` command line: instant help, subcommands, errors that name the file."""
 
 import contextlib
+import json
 import subprocess
 import sys
 
@@ -46,6 +47,9 @@ def test_synth_then_prepare_through_the_command_line(tmp_path, capsys):
         for s in ("train", "val", "test")
     ]
     assert sorted(sum(splits, [])) == cases
+    argv = ["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "bc"), "--size", "32"]
+    assert main([*argv, "--bias-correction"]) == 0
+    assert json.loads((tmp_path / "bc" / "meta.json").read_text())["bias_correction"] is True
 
 
 def test_bad_input_exits_2_with_the_file_named(tmp_path, capsys):

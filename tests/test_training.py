@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from equicam.core.checkpoint import load_checkpoint
-from tests.conftest import two_process_torchrun
+from tests.conftest import two_process_torchrun, write_tiny_cache
 from training.train import load_config, parse_override, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,15 +32,20 @@ def _overrides(cache, run_dir, *extra):
     ]
 
 
-def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny_cache, tmp_path):
+def test_a_short_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):
+    # A cache made with --bias-correction: the checkpoint says so, for inference to do the same.
+    cache = write_tiny_cache(tmp_path / "cache")
+    meta = json.loads((cache / "meta.json").read_text())
+    (cache / "meta.json").write_text(json.dumps({**meta, "bias_correction": True}))
     # No warm-up: ramping the equivariance terms in would raise the total on purpose.
     overrides = _overrides(
-        tiny_cache, tmp_path, "train.epochs=3", "train.warmup_epochs=0", "train.select='accuracy'"
+        cache, tmp_path, "train.epochs=3", "train.warmup_epochs=0", "train.select='accuracy'"
     )
     config = load_config(CONFIGS / "cpu_full.toml", overrides)
     path = train(config)
     model, meta = load_checkpoint(path, modalities=["flair"])
     assert meta["variant"] == "full" and 0.2 <= meta["threshold"] <= 0.8
+    assert meta["bias_correction"] is True
     assert meta["config"]["loss"] == config["loss"] and meta["model"]["widths"] == [4, 8, 8, 8]
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]

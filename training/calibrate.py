@@ -374,6 +374,7 @@ def calibrate_second_stage(parser, source: Path, cache, splits, out: Path, devic
 
     model, meta = load_segnet(source, device)
     data = [SliceCache(cache, split, model.modalities) for split in splits]
+    data[0].check_preprocessing(meta, source)
     chosen = choose_setting(model, data, device)
     if chosen["dice"] is None:
         parser.error(f"{cache}: its {','.join(splits)} split has no patient with tumour")
@@ -432,6 +433,7 @@ def main(argv=None) -> None:
         return
     model, meta = load_checkpoint(args.checkpoint, device=device)
     data = [SliceCache(args.cache, split, model.modalities) for split in names]
+    data[0].check_preprocessing(meta, source)
     chosen = calibrate(model, data, device, refine=True)
     if chosen["fusion_weights"] is None:
         parser.error(f"{args.cache}: its {args.splits} split has no patient with tumour")

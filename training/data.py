@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from equicam.core.errors import EquicamError
+from equicam.core.prepare import cached_spacing
 
 
 class SliceCache(Dataset):
@@ -66,22 +67,39 @@ class SliceCache(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def bias_correction(self) -> bool:
+        """Whether ``equicam prepare --bias-correction`` made the cache."""
+        return bool(self.meta.get("bias_correction", False))
+
+    def check_preprocessing(self, meta: dict, checkpoint) -> None:
+        """Refuse a checkpoint whose inputs are prepared otherwise than this cache's slices.
+
+        Raises
+        ------
+        EquicamError
+            Naming the cache, when its bias correction is not the checkpoint's ``meta``'s.
+        """
+        wanted = bool(meta.get("bias_correction", False))
+        if wanted != self.bias_correction:
+            raise EquicamError(
+                self.root,
+                f"prepared {_with(self.bias_correction)} bias-field correction, but {checkpoint} "
+                f"takes inputs {_with(wanted)} it; prepare a cache {_with(wanted)} equicam "
+                "prepare --bias-correction",
+            )
+
     def __getitem__(self, item: int):
         row = self.indices[item]
         x = torch.from_numpy(self.images[row, self.channels].astype(np.float32))
         return x, int(self.labels[item])
 
     def case_spacing(self, case_id: str) -> tuple[float, float, float]:
-        """Voxel size in mm ``(z, y, x)`` of a case's cached slices.
-
-        Slices were padded to a square of the larger in-plane side and resized to the cache's
-        size, so both in-plane sizes scale by ``side / size``. Caches written before ``shapes``
-        was recorded are taken to hold BraTS's 240-voxel slices.
-        """
-        z, y, x = self.meta["spacing"][case_id]
+        """Voxel size in mm ``(z, y, x)`` of a case's cached slices
+        (:func:`~equicam.core.prepare.cached_spacing`). Caches written before ``shapes`` was
+        recorded are taken to hold BraTS's 240-voxel slices."""
         shape = self.meta.get("shapes", {}).get(case_id, (0, 240, 240))
-        scale = max(shape[1], shape[2]) / self.size
-        return float(z), float(y) * scale, float(x) * scale
+        return cached_spacing(self.meta["spacing"][case_id], shape, self.size)
 
     def tumour_areas_mm2(self) -> np.ndarray:
         """Tumour area of each slice of the split in mm2 (at the cache's resolution), ``(N,)``."""
@@ -190,3 +208,7 @@ class BalancedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return -(-self.draws // self.world)
+
+
+def _with(flag: bool) -> str:
+    return "with" if flag else "without"

@@ -21,6 +21,7 @@ def main(argv=None) -> dict:
     """Command line; returns :func:`~equicam.core.segnet_fit.fine_tune`'s summary."""
     from equicam.core.device import resolve_device
     from equicam.core.errors import EquicamError
+    from equicam.core.evaluation import bias_correction_of
     from equicam.core.inference import run_to_end
     from equicam.core.segnet import load_segnet
     from equicam.core.segnet_fit import check_new_checkpoint, fine_tune
@@ -39,8 +40,8 @@ def main(argv=None) -> dict:
     try:
         check_new_checkpoint(args.out)  # before the slow part
         device = resolve_device(args.device)
-        modalities = load_segnet(args.segnet)[0].modalities
-        cases, sources = corrected_cases(args.cases, modalities)
+        segnet, meta = load_segnet(args.segnet)
+        cases, sources = corrected_cases(args.cases, segnet.modalities, bias_correction_of(meta))
         summary = run_to_end(
             fine_tune(
                 args.segnet,

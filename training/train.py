@@ -566,6 +566,7 @@ def train(config: dict) -> Path:
         "variant": config["variant"],
         "config": config,
         "preprocessing": NORMALISATION,
+        "bias_correction": train_data.bias_correction,
         "threshold": default,
         **calibration_metadata(calibration),
         "selected_epoch": best_epoch,

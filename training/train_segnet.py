@@ -246,6 +246,7 @@ def main(argv=None) -> Path:
         input_size=args.input_size,
     )
     train = SliceCache(args.cache, "train", config.modalities)
+    train.check_preprocessing(cam_meta, args.cam)
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -288,6 +289,7 @@ def main(argv=None) -> Path:
     meta = {
         "threshold": chosen["threshold"],
         "val_dice": chosen["dice"],
+        "bias_correction": train.bias_correction,
         "trained_on": {
             "cache": str(args.cache),
             "cam_checkpoint": str(args.cam),

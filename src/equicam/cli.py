@@ -43,7 +43,13 @@ def _synth(args: argparse.Namespace) -> None:
 def _prepare(args: argparse.Namespace) -> None:
     from equicam.core.prepare import prepare
 
-    meta = prepare(args.data_dir, args.out, size=args.size, seed=args.seed)
+    meta = prepare(
+        args.data_dir,
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        bias_correction=args.bias_correction,
+    )
     print(
         f"cached {meta['n_slices']} slices ({meta['n_positive']} with tumour) of "
         f"{len(meta['cases'])} cases to {args.out}; splits {meta['splits']}"
@@ -62,6 +68,7 @@ def _cam(args: argparse.Namespace) -> None:
         threshold=args.threshold,
         precision=args.precision,
         protocol=args.protocol,
+        bias_correction=args.bias_correction,
     )
     for path in written:
         print(path)
@@ -146,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="CACHE", help="new folder for the cache")
     p.add_argument("--size", type=int, default=240, help="side of cached slices (default 240)")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    p.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="divide each sequence by a smooth field fitted to it before normalising it; "
+        "networks trained on the cache record it, and inference with them does the same",
+    )
     p.set_defaults(func=_prepare)
 
     checkpoint_help = (
@@ -203,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
             "default: the checkpoint's, the one that measured best on its validation patients; "
             "not for a second stage",
         )
+        p.add_argument(
+            "--bias-correction",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="divide each sequence by a smooth field fitted to it (a polynomial of log "
+            "intensity) before normalising it, or not (default: as the checkpoint's training "
+            "data were prepared, equicam prepare --bias-correction; the bundled networks: not)",
+        )
         if name == "evaluate":
             p.add_argument(
                 "--workers",
@@ -214,12 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
                 "--resume",
                 action="store_true",
                 help="reuse the cases an earlier run with the same settings kept in OUT_DIR/cases",
-            )
-            p.add_argument(
-                "--bias-correction",
-                action="store_true",
-                help="divide each sequence by a smooth field fitted to it (a polynomial of "
-                "log intensity) before normalising it; not used in training the bundled networks",
             )
         p.set_defaults(func=_cam if name == "cam" else _evaluate)
 

@@ -122,6 +122,14 @@ def test_other_preprocessing_or_non_finite_weights_are_refused(saved, tmp_path):
     )
     with pytest.raises(CheckpointError, match="trained on 'zscore-slice' inputs"):
         load_checkpoint(other)
+    vague = tmp_path / "vague.safetensors"
+    save_file(
+        model.state_dict(),
+        vague,
+        metadata={"equicam": json.dumps({**meta, "bias_correction": "yes"})},
+    )
+    with pytest.raises(CheckpointError, match="vague.safetensors.*bias_correction must be true"):
+        load_checkpoint(vague)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["nets.t1.head.weight"][0, 0] = float("nan")
     broken = tmp_path / "nan.safetensors"

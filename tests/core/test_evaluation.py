@@ -583,3 +583,34 @@ def test_bias_correction_changes_the_inputs_and_is_recorded(synthetic_cases, che
     assert json.loads((out / "results.json").read_text())["bias_correction"] is True
     with pytest.raises(CaseError, match="other settings"):
         evaluate(data, checkpoint, out, device="cpu", resume=True, log=str)
+
+
+def test_a_checkpoint_trained_on_corrected_scans_is_run_on_corrected_scans(
+    synthetic_cases, tmp_path
+):
+    """``bias_correction`` in the metadata sets the default of ``cam`` and ``evaluate``; the
+    command line's ``--no-bias-correction`` overrides it, and each output records it."""
+    corrected = save_checkpoint(
+        tmp_path / "bc.safetensors", _tiny_model(), {"threshold": 0.4, "bias_correction": True}
+    )
+    plain = save_checkpoint(tmp_path / "plain.safetensors", _tiny_model(), {"threshold": 0.4})
+    case = synthetic_cases / "BraTS2021_00000"
+    for path, expected in ((corrected, True), (plain, False)):
+        out = tmp_path / f"cam_{path.stem}"
+        cam_case(case, path, out, device="cpu")
+        (written,) = out.iterdir()
+        assert json.loads((written / "cam.json").read_text())["bias_correction"] is expected
+    maps = {
+        name: nib.load(
+            tmp_path / f"cam_{name}" / "BraTS2021_00000" / "cam-flair.nii.gz"
+        ).get_fdata()
+        for name in ("bc", "plain")
+    }
+    assert np.abs(maps["bc"] - maps["plain"]).max() > 1e-3
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "BraTS2021_00000").symlink_to(case)
+    assert evaluate(data, corrected, tmp_path / "ev", device="cpu", log=str)["bias_correction"]
+    args = ["evaluate", str(data), "--checkpoint", str(corrected), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "off"), "--no-bias-correction"]) == 0
+    assert json.loads((tmp_path / "off" / "results.json").read_text())["bias_correction"] is False

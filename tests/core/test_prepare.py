@@ -8,7 +8,8 @@ import pytest
 
 from equicam.core.brats import CaseWarning, find_cases, load_case
 from equicam.core.errors import EquicamError
-from equicam.core.prepare import SPLITS, prepare, split_cases
+from equicam.core.prepare import SPLITS, case_slices, prepare, split_cases
+from equicam.core.preprocess import BIAS_DEGREE
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_cache_arrays_agree_with_the_cases(cache, synthetic_cases):
     assert images.shape == (n, 4, 64, 64) and images.dtype == np.float16
     assert masks.shape == (n, 64, 64) and labels.shape == case_index.shape == (n,)
     assert meta["modalities"] == ["t1", "t1ce", "t2", "flair"]
-    assert meta["normalisation"] == "zscore-brain-clip5"
+    assert meta["normalisation"] == "zscore-brain-clip5" and meta["bias_correction"] is False
     assert meta["cases"] == [c.case_id for c in find_cases(synthetic_cases)]
 
     # Every cached slice holds brain; every slice with brain is cached.
@@ -45,6 +46,25 @@ def test_cache_arrays_agree_with_the_cases(cache, synthetic_cases):
         np.testing.assert_array_equal(labels[case_index == index], expected)
     assert meta["n_positive"] == int(labels.sum()) > 0
     assert np.all(np.abs(images.astype(np.float32)) <= 5.0)
+
+
+def test_a_bias_corrected_cache_holds_the_corrected_slices_and_says_so(
+    cache, synthetic_cases, tmp_path
+):
+    plain_out, plain = cache
+    meta = prepare(
+        synthetic_cases, tmp_path / "bc", size=64, seed=3, bias_correction=True, log=str
+    )
+    assert meta["bias_correction"] is True
+    assert json.loads((tmp_path / "bc" / "meta.json").read_text())["bias_correction"] is True
+    assert meta["n_slices"] == plain["n_slices"] and meta["splits"] == plain["splits"]
+    images = np.load(tmp_path / "bc" / "images.npy")
+    before = np.load(plain_out / "images.npy")
+    assert np.array_equal(images == 0, before == 0)  # the same brain, only its intensities
+    assert np.abs(images.astype(np.float32) - before.astype(np.float32)).mean() > 0.01
+    first = load_case(synthetic_cases / meta["cases"][0])
+    slices = case_slices(first, meta["modalities"], 64, BIAS_DEGREE)
+    np.testing.assert_array_equal(images[: slices["z"].size], slices["images"])
 
 
 def test_splits_are_by_patient_and_reproducible(cache):

@@ -45,7 +45,7 @@ def test_normalise_images_corrects_only_when_asked():
     lifted = clean * np.exp(0.3 * xx)
     images = {"t1": lifted, "flair": lifted * 2}
     plain = normalise_images(images)
-    corrected = normalise_images(images, bias_correction=True)
+    corrected = normalise_images(images, bias_degree=2)
     stripes = brain & (clean == 100.0)
     assert corrected["t1"][stripes].std() < 0.5 * plain["t1"][stripes].std()
     np.testing.assert_allclose(corrected["t1"], corrected["flair"], atol=1e-4)

@@ -9,7 +9,7 @@ import torch
 from napari.utils.notifications import notification_manager
 
 from equicam.core.brats import load_case
-from equicam.core.checkpoint import save_checkpoint
+from equicam.core.checkpoint import load_checkpoint, save_checkpoint
 from equicam.core.model import ModelConfig, MultiModalCAM
 from equicam.plugin.cam_layers import cam_layer_name, mask_layer_name
 from equicam.plugin.sample_data import SAMPLE_CASE
@@ -132,6 +132,27 @@ def test_per_sequence_maps_are_added_on_request_and_removed_but_an_edited_mask(i
     left = [layer.name for layer in viewer.layers if "run" in layer.metadata.get("equicam", {})]
     assert left == ["CAM fused·w tiny", "mask fused·w tiny", "mask FLAIR tiny"]
     assert edited.data[40, 50, 50] == 1
+
+
+def test_bias_correction_follows_the_checkpoint_and_a_corrected_run_is_a_run_of_its_own(
+    inspector, tiny_checkpoint, tmp_path, qtbot
+):
+    viewer, widget, _ = inspector
+    assert widget.bias_correction.value is False  # the tiny checkpoint's data: not corrected
+    model, meta = load_checkpoint(tiny_checkpoint)
+    corrected = save_checkpoint(
+        tmp_path / "tiny.safetensors", model, {**meta, "bias_correction": True}
+    )
+    widget.checkpoint.value = corrected
+    assert widget.bias_correction.value is True
+    _run_slice(qtbot, widget)
+    on = viewer.layers["CAM fused·w tiny bc"]
+    assert "CAM fused·w tiny" not in viewer.layers
+    widget.bias_correction.value = False  # the user's choice: the same networks, uncorrected
+    _run_slice(qtbot, widget)
+    off = viewer.layers["CAM fused·w tiny"]
+    assert on.data[40].any() and np.abs(on.data[40] - off.data[40]).max() > 1e-3
+    assert "mask fused·w tiny bc" in viewer.layers and "mask fused·w tiny" in viewer.layers
 
 
 def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(

@@ -4,7 +4,8 @@ Layout (``OUT``)::
 
     OUT/<case id>/cam-<map>.nii.gz     float32 map in the case's geometry
     OUT/<case id>/mask-<map>.nii.gz    uint8 pseudo-mask
-    OUT/<case id>/cam.json             provenance and the SHA-256 of every file written
+    OUT/<case id>/cam.json             provenance (settings, bias correction, versions) and the
+                                       SHA-256 of every file written
 
 A run never writes into a folder that exists: a second run of the same case goes to
 ``OUT/<case id>_2`` (then ``_3``...), so two runs, at once or one after the other, never
@@ -33,6 +34,7 @@ from equicam.core.evaluation import (
     _protocol,
     _thresholds_of,
     _versions,
+    bias_correction_of,
     normalised_images,
 )
 from equicam.core.refine import apply_protocol
@@ -84,6 +86,7 @@ def cam_case(
     threshold: float | None = None,
     precision: str = "auto",
     protocol: str | None = None,
+    bias_correction: bool | None = None,
 ) -> list[Path]:
     """Write one case's per-modality and fused CAMs and pseudo-masks as NIfTI.
 
@@ -110,6 +113,9 @@ def cam_case(
     protocol
         ``paper`` or ``refined`` post-processing (:mod:`equicam.core.refine`); default the
         checkpoint's recommendation.
+    bias_correction
+        Divide each sequence by its fitted bias field before normalising it; default as the
+        checkpoint says (:func:`~equicam.core.evaluation.bias_correction_of`).
 
     Returns
     -------
@@ -126,7 +132,8 @@ def cam_case(
     protocol, method = _protocol(meta, protocol, source, method)
     precision = resolve_precision(precision, device)
     case = load_case(case_path, list(model.modalities))
-    images = normalised_images(case, model.modalities)
+    bias_correction = bias_correction_of(meta, bias_correction)
+    images = normalised_images(case, model.modalities, bias_correction)
     result = run_to_end(
         model_maps(
             model,
@@ -171,6 +178,7 @@ def cam_case(
             "model_kind": meta.get("kind", "cam"),
             "input_sizes": meta.get("input_sizes"),  # a second stage's; None for CAM networks
             "protocol": protocol,
+            "bias_correction": bias_correction,
             "thresholds": _thresholds_of(settings),
             "protocol_settings": settings,
             "modalities": list(result.maps),

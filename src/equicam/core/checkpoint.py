@@ -150,8 +150,9 @@ def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
     Types and ranges: ``model.modalities`` distinct known modality names, ``model.widths``
     1 to 8 integers in 1..MAX_WIDTH, ``model.input_size`` in 16..MAX_INPUT_SIZE,
     ``model.n_classes`` 2, ``threshold`` and each of ``thresholds`` in (0, 1),
-    ``input_sizes`` 1 to 4 integers in 16..MAX_INPUT_SIZE, ``preprocessing`` a string; and
-    the networks it describes hold at most ``MAX_PARAMETERS`` parameters.
+    ``input_sizes`` 1 to 4 integers in 16..MAX_INPUT_SIZE, ``preprocessing`` a string,
+    ``bias_correction`` true or false; and the networks it describes hold at most
+    ``MAX_PARAMETERS`` parameters.
 
     Raises
     ------
@@ -202,6 +203,8 @@ def validate_metadata(path: str | os.PathLike, meta: dict) -> None:
         )
     if not isinstance(meta.get("preprocessing", NORMALISATION), str):
         raise bad("preprocessing", "must be a string")
+    if not isinstance(meta.get("bias_correction", False), bool):
+        raise bad("bias_correction", "must be true or false")
 
 
 def load_checkpoint(

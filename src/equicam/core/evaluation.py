@@ -24,7 +24,7 @@ import numpy as np
 from equicam import __version__
 from equicam.core.atomic import write_file, write_json
 from equicam.core.brats import CaseError, CaseWarning, find_cases, load_case
-from equicam.core.preprocess import normalise_images
+from equicam.core.preprocess import BIAS_DEGREE, normalise_images
 from equicam.core.refine import (
     THRESHOLD_ONLY,
     apply_protocol,
@@ -47,13 +47,15 @@ def case_maps(
     device: str,
     fusions=CAM_FUSIONS,
     precision: str = "auto",
+    bias_correction: bool = False,
 ):
-    """Normalise a loaded case and return the generator of its maps (see ``model_maps``)."""
+    """Normalise a loaded case (:func:`normalised_images`) and return the generator of its
+    maps (see ``model_maps``)."""
     from equicam.core.inference import model_maps
 
     return model_maps(
         model,
-        normalised_images(case, model.modalities),
+        normalised_images(case, model.modalities, bias_correction),
         method=method,
         device=device,
         fusions=fusions,
@@ -63,9 +65,16 @@ def case_maps(
 
 def normalised_images(case, modalities, bias_correction: bool = False) -> dict:
     """Modality -> the case's volume normalised as the networks see it (for ``modalities``),
-    with ``bias_correction`` each divided by its fitted bias field first."""
+    with ``bias_correction`` each divided by its fitted bias field (degree
+    :data:`~equicam.core.preprocess.BIAS_DEGREE`) first."""
     images = {m: case.images[m] for m in modalities if m in case.images}
-    return normalise_images(images, bias_correction)
+    return normalise_images(images, BIAS_DEGREE if bias_correction else 0)
+
+
+def bias_correction_of(meta: dict, asked: bool | None = None) -> bool:
+    """Whether inference corrects the bias field: as ``asked``, or, when None, as the
+    checkpoint's data were prepared (its ``bias_correction``; false when it does not say)."""
+    return meta.get("bias_correction", False) if asked is None else asked
 
 
 def _versions() -> dict:
@@ -251,7 +260,7 @@ def evaluate(
     workers: int = 1,
     resume: bool = False,
     protocol: str | None = None,
-    bias_correction: bool = False,
+    bias_correction: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Dice, ASSD and HD95 of every case with a segmentation under ``data_dir``.
@@ -294,7 +303,8 @@ def evaluate(
         protocol; the sweep thresholds the protocol's maps without the refined mask steps.
     bias_correction
         Divide each sequence by its fitted bias field before normalising it
-        (:func:`~equicam.core.preprocess.bias_field`).
+        (:func:`~equicam.core.preprocess.bias_field`); None, the default: as the checkpoint
+        says (:func:`bias_correction_of`).
     log
         Receives one line per case.
 
@@ -322,6 +332,7 @@ def evaluate(
         model, meta, device, source = _load_model(checkpoint, device, local_rank)
         protocol, method = _protocol(meta, protocol, source, method)
         precision = resolve_precision(precision, device)
+        bias_correction = bias_correction_of(meta, bias_correction)
         settings = {
             "checkpoint_file": str(source),
             # the content, not only the name: a checkpoint retrained to the same path is another

@@ -2,7 +2,8 @@
 
 Cache layout (``OUT``)::
 
-    meta.json          modalities, size, normalisation, cases, spacing, shapes, source, counts
+    meta.json          modalities, size, normalisation, bias_correction, cases, spacing,
+                       shapes, source, counts
     images.npy         float16 (N, M, S, S)  normalised axial slices, modality order of meta
     labels.npy         uint8 (N,)            1 when the slice holds any tumour voxel
     masks.npy          uint8 (N, S, S)       whole-tumour mask (evaluation only)
@@ -12,7 +13,9 @@ Cache layout (``OUT``)::
 
 Slices without brain are dropped. Non-square slices are zero-padded to a square, then resized
 to ``S`` (antialiased bilinear for images, nearest for masks) by the same function that
-inference uses (:func:`equicam.core.preprocess.to_input`).
+inference uses (:func:`equicam.core.preprocess.to_input`). With ``bias_correction`` each
+sequence is divided by its fitted bias field before it is normalised, as inference does for a
+checkpoint trained on such a cache.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from equicam.core.atomic import folder_in_place
-from equicam.core.brats import MODALITIES, CaseError, CaseWarning, find_cases, load_case
+from equicam.core.brats import MODALITIES, Case, CaseError, CaseWarning, find_cases, load_case
 from equicam.core.errors import EquicamError
-from equicam.core.preprocess import NORMALISATION, brain_mask, normalise_volume, to_input
+from equicam.core.preprocess import (
+    BIAS_DEGREE,
+    NORMALISATION,
+    brain_mask,
+    normalise_images,
+    to_input,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -40,6 +49,55 @@ def square_resize(slices: np.ndarray, size: int, *, nearest: bool = False) -> np
     import torch
 
     return to_input(torch.from_numpy(np.ascontiguousarray(slices)), size, nearest=nearest).numpy()
+
+
+def case_slices(
+    case: Case, modalities: Sequence[str], size: int, bias_degree: int = 0
+) -> dict[str, np.ndarray]:
+    """One case's slices as the cache holds them: those with brain, each sequence normalised
+    (:func:`~equicam.core.preprocess.normalise_images`) and resized to ``size``.
+
+    Parameters
+    ----------
+    case
+        A loaded case with its segmentation.
+    modalities
+        Sequences to keep, in this order.
+    size
+        Side of the square slices.
+    bias_degree
+        Degree of the bias field each sequence is divided by first (0: none).
+
+    Returns
+    -------
+    dict
+        ``images`` float16 ``(N, M, size, size)``, ``masks`` uint8 ``(N, size, size)`` (whole
+        tumour, nearest), ``labels`` uint8 ``(N,)`` (1 where the slice holds tumour) and ``z``
+        int16 ``(N,)`` (each slice's index in the case).
+    """
+    scans = {m: case.images[m] for m in modalities}
+    keep = np.flatnonzero(brain_mask(scans).any(axis=(1, 2)))
+    volumes = normalise_images(scans, bias_degree)
+    images = np.stack([volumes[m][keep] for m in modalities], axis=1)
+    masks = case.whole_tumour[keep].astype(np.uint8)
+    return {
+        "images": square_resize(images, size).astype(np.float16),
+        "masks": square_resize(masks[:, None], size, nearest=True)[:, 0].astype(np.uint8),
+        "labels": masks.any(axis=(1, 2)).astype(np.uint8),
+        "z": keep.astype(np.int16),
+    }
+
+
+def cached_spacing(
+    spacing: Sequence[float], shape: Sequence[int], size: int
+) -> tuple[float, float, float]:
+    """Voxel size in mm ``(z, y, x)`` of a case's cached slices.
+
+    Slices are padded to a square of the larger in-plane side and resized to ``size``, so both
+    in-plane sizes scale by ``side / size``; ``spacing`` and ``shape`` are the case's own.
+    """
+    scale = max(shape[1], shape[2]) / size
+    return float(spacing[0]), float(spacing[1]) * scale, float(spacing[2]) * scale
 
 
 def split_cases(case_ids: Sequence[str], seed: int, fractions=(0.7, 0.15, 0.15)) -> dict:
@@ -65,6 +123,7 @@ def prepare(
     size: int = 240,
     seed: int = 0,
     modalities: Sequence[str] = MODALITIES,
+    bias_correction: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Build the slice cache of every case with a segmentation under ``data_dir``.
@@ -84,6 +143,10 @@ def prepare(
         Seed of the patient split.
     modalities
         Modalities to cache; every case must have all of them.
+    bias_correction
+        Divide each sequence by its fitted bias field (degree
+        :data:`~equicam.core.preprocess.BIAS_DEGREE`) before normalising it; recorded in
+        ``meta.json``, and by training in the checkpoint, so that inference does the same.
     log
         Receives one line per case.
 
@@ -96,11 +159,13 @@ def prepare(
         raise EquicamError("--size", f"must be an integer from 16 to 1024, got {size!r}")
     cases = find_cases(data_dir)
     with folder_in_place(out_dir) as out:
-        meta = _prepare_into(out, data_dir, cases, size, seed, modalities, log)
+        meta = _prepare_into(out, data_dir, cases, size, seed, modalities, bias_correction, log)
     return meta
 
 
-def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> dict:
+def _prepare_into(
+    out: Path, data_dir, cases, size, seed, modalities, bias_correction, log
+) -> dict:
     parts = []
     work = out / "parts"
     work.mkdir()
@@ -113,26 +178,14 @@ def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> di
         if missing:
             raise CaseError(files.folder, f"case {files.case_id} lacks {', '.join(missing)}")
         case = load_case(files, modalities)
-        brain = brain_mask(case.images)
-        keep = np.flatnonzero(brain.any(axis=(1, 2)))
-        images = np.stack(
-            [normalise_volume(case.images[m], brain)[keep] for m in modalities], axis=1
-        )
-        masks = case.whole_tumour[keep].astype(np.uint8)
+        slices = case_slices(case, modalities, size, BIAS_DEGREE if bias_correction else 0)
         path = work / f"{len(kept)}.npz"
-        np.savez(
-            path,
-            images=square_resize(images, size).astype(np.float16),
-            masks=square_resize(masks[:, None], size, nearest=True)[:, 0].astype(np.uint8),
-            labels=masks.any(axis=(1, 2)).astype(np.uint8),
-            z=keep.astype(np.int16),
-        )
+        np.savez(path, **slices)
         parts.append(path)
         spacing[files.case_id] = list(case.spacing)
-        shapes[files.case_id] = list(brain.shape)
+        shapes[files.case_id] = list(case.images[modalities[0]].shape)
         kept.append(files.case_id)
-        positive = int(masks.any(axis=(1, 2)).sum())
-        log(f"{files.case_id}: {len(keep)} slices, {positive} with tumour")
+        log(f"{files.case_id}: {slices['z'].size} slices, {slices['labels'].sum()} with tumour")
     if not kept:
         raise CaseError(data_dir, "no case with a segmentation to prepare")
     _write_arrays(out, parts, size, len(modalities))
@@ -147,6 +200,7 @@ def _prepare_into(out: Path, data_dir, cases, size, seed, modalities, log) -> di
         "modalities": list(modalities),
         "size": size,
         "normalisation": NORMALISATION,
+        "bias_correction": bias_correction,
         "cases": kept,
         "spacing": spacing,
         "shapes": shapes,

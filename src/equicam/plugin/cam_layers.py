@@ -40,9 +40,11 @@ def layer_info(layer) -> dict:
     return layer.metadata.get("equicam", {}) if layer is not None else {}
 
 
-def run_label(model: str, method: str) -> str:
-    """``equivariant`` or ``baseline, Grad-CAM``: what produced a layer."""
-    return model if method == "cam" else f"{model}, {METHOD_NAMES[method]}"
+def run_label(model: str, method: str, bias_corrected: bool = False) -> str:
+    """``equivariant``, ``baseline, Grad-CAM`` or ``equivariant, bias-corrected``: what
+    produced a layer."""
+    label = model if method == "cam" else f"{model}, {METHOD_NAMES[method]}"
+    return f"{label}, bias-corrected" if bias_corrected else label
 
 
 def map_title(name: str) -> str:
@@ -59,6 +61,7 @@ SHORT_WORDS = {
     "second-stage": "2nd",
     "Grad-CAM": "GC",
     "Grad-CAM++": "GC++",
+    "bias-corrected": "bc",
 }
 
 

@@ -59,9 +59,11 @@ def saved_masks(files: CaseFiles, chosen: Path | None) -> list[Path]:
 
 
 def corrected_cases(
-    data_dir: str | os.PathLike, modalities: Sequence[str]
+    data_dir: str | os.PathLike, modalities: Sequence[str], bias_correction: bool = False
 ) -> tuple[list[tuple[dict[str, np.ndarray], np.ndarray]], list[str]]:
-    """The cases under ``data_dir`` with a saved mask, ready to learn from.
+    """The cases under ``data_dir`` with a saved mask, ready to learn from, normalised as
+    inference normalises them (with ``bias_correction``, each sequence divided by its fitted
+    bias field first: as the second stage to fine-tune was trained).
 
     Returns
     -------
@@ -74,7 +76,7 @@ def corrected_cases(
     CaseError
         When no case has a saved mask, or a case or its mask cannot be read.
     """
-    from equicam.core.preprocess import normalise_images
+    from equicam.core.evaluation import normalised_images
 
     cases, sources = [], []
     chosen = chosen_mask_folder()
@@ -83,7 +85,7 @@ def corrected_cases(
         if not saved:
             continue
         case = load_case(files, list(modalities))
-        volume = normalise_images({m: case.images[m] for m in modalities})
+        volume = normalised_images(case, modalities, bias_correction)
         cases.append((volume, load_mask(saved[-1], case) > 0))
         sources.append(str(saved[-1]))
     if not cases:

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QStyle
 from equicam.core.brats import LAYER_NAMES, MODALITIES
 from equicam.core.fusion import FUSION_NAMES
 from equicam.core.inference import METHOD_NAMES, model_maps, run_to_end
-from equicam.core.preprocess import normalise_images
+from equicam.core.preprocess import BIAS_DEGREE, normalise_images
 from equicam.core.refine import THRESHOLD_ONLY
 from equicam.plugin import shortcuts
 from equicam.plugin.cam_layers import (
@@ -81,9 +81,12 @@ def _load_ready(spec: str, device: str) -> tuple:
     return model, meta
 
 
-def _normalised(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _normalised(images: dict[str, np.ndarray], bias_correction: bool) -> dict[str, np.ndarray]:
     """The picked scans normalised as ``equicam cam`` normalises a case."""
-    return normalise_images({m: np.asarray(v, np.float32) for m, v in images.items()})
+    return normalise_images(
+        {m: np.asarray(v, np.float32) for m, v in images.items()},
+        BIAS_DEGREE if bias_correction else 0,
+    )
 
 
 class CamInspector(Container):
@@ -134,6 +137,13 @@ class CamInspector(Container):
             "(in the checkpoint); mean, max, geometric: every sequence alike",
         )
         self.protocol = ProtocolChoice()
+        self.bias_correction = CheckBox(
+            text="bias-field correction",
+            value=False,
+            tooltip="Divide each scan by a smooth field fitted to it before normalising, as "
+            "equicam evaluate --bias-correction does: set as the checkpoint's training data "
+            "were prepared; a corrected run is a run of its own ('bc' in layer names)",
+        )
         self.run_slice = PushButton(
             text="Run current slice", tooltip=shortcuts.tooltip("run_slice")
         )
@@ -174,6 +184,7 @@ class CamInspector(Container):
                 self.method,
                 self.fusion,
                 self.protocol,
+                self.bias_correction,
                 self.run_slice,
                 self.run_volume,
                 self.cancel,
@@ -227,7 +238,13 @@ class CamInspector(Container):
         self.threshold.changed.connect(self._threshold_moved)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_pickers)
-        for control in (*self.pickers.values(), self.model, self.checkpoint, self.device):
+        for control in (
+            *self.pickers.values(),
+            self.model,
+            self.checkpoint,
+            self.device,
+            self.bias_correction,
+        ):
             control.changed.connect(lambda _value: self._prepare_soon.start())
         viewer.dims.events.current_step.connect(
             lambda _e: self.plot.set_current(int(viewer.dims.current_step[0]))
@@ -298,12 +315,13 @@ class CamInspector(Container):
         if not chosen:
             raise ValueError("pick at least one modality layer")
         reference = next(iter(chosen.values()))
-        key = tuple((m, id(layer.data)) for m, layer in chosen.items())
+        corrected = self.bias_correction.value
+        key = (*((m, id(layer.data)) for m, layer in chosen.items()), corrected)
         if self._normalised is None or self._normalised[0] != key:
             if len({layer.data.shape for layer in chosen.values()}) > 1:
                 raise ValueError("the picked layers have different shapes")
             images = {m: layer.data for m, layer in chosen.items()}
-            self._normalised = (key, self._background.submit(_normalised, images))
+            self._normalised = (key, self._background.submit(_normalised, images, corrected))
         return self._normalised[1], reference
 
     def _spec(self) -> str:
@@ -320,12 +338,14 @@ class CamInspector(Container):
             read_metadata,
             resolve_checkpoint,
         )
+        from equicam.core.evaluation import bias_correction_of
 
         try:
             meta = read_metadata(resolve_checkpoint(self._spec()))
         except CheckpointError:  # not chosen yet, or bad: a run reports it
             meta = None
         self._second_stage = meta is not None and meta.get("kind") == SECOND_STAGE
+        self.bias_correction.value = meta is not None and bias_correction_of(meta)
         for control in (self.method, self.fusion, self.protocol):
             control.enabled = not self._second_stage
         self.protocol.offer(meta)
@@ -343,7 +363,8 @@ class CamInspector(Container):
             future = self._background.submit(_load_ready, spec, device)  # a failure is retried
             self._models[(spec, device)] = future
         method = "cam" if self._second_stage else self.method.value
-        return future, device, run_label(Path(spec).stem if own else spec, method)
+        name = Path(spec).stem if own else spec
+        return future, device, run_label(name, method, self.bias_correction.value)
 
     def prepare(self) -> None:
         """Load the chosen model and normalise the picked scans in the background, so that

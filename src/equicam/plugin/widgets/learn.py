@@ -56,14 +56,17 @@ class LearnFromCorrections(Container):
 
         def job():
             from equicam.core.errors import EquicamError
+            from equicam.core.evaluation import bias_correction_of
             from equicam.core.segnet import load_segnet
             from equicam.core.segnet_fit import check_new_checkpoint, fine_tune
             from equicam.plugin.cases import corrected_cases
 
             try:
                 check_new_checkpoint(out)
-                modalities = load_segnet(spec)[0].modalities
-                cases, sources = corrected_cases(folder, modalities)
+                segnet, meta = load_segnet(spec)
+                cases, sources = corrected_cases(
+                    folder, segnet.modalities, bias_correction_of(meta)
+                )
                 return (yield from fine_tune(spec, cases, out, steps=steps, sources=sources))
             except (EquicamError, ValueError, OSError, RuntimeError) as error:
                 return str(error)  # a message, not an exception: superqt would re-raise that
