@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 from equicam.core.brats import load_case, save_volume
@@ -67,3 +68,21 @@ def test_the_bundled_second_stage_is_fine_tuned_by_its_name(corrected, tmp_path)
     assert model.input_sizes == tuple(meta["input_sizes"]) and meta["input_sizes"] in [
         list(sizes) for sizes in size_choices(96)
     ]
+
+
+def test_a_second_stage_of_corrected_scans_learns_from_corrected_scans(
+    corrected, tiny_segnet, tmp_path
+):
+    from equicam.core.segnet import save_segnet
+
+    model, meta = load_segnet(tiny_segnet)
+    source = save_segnet(tmp_path / "bc.safetensors", model, {**meta, "bias_correction": True})
+    plain = corrected_cases(corrected, model.modalities)[0]
+    fixed = corrected_cases(corrected, model.modalities, bias_correction=True)[0]
+    assert np.abs(fixed[0][0]["flair"] - plain[0][0]["flair"]).mean() > 0.01
+    out = tmp_path / "tuned.safetensors"
+    args = ["--cases", str(corrected), "--segnet", str(source), "--out", str(out)]
+    summary = main([*args, "--steps", "1", "--device", "cpu"])
+    # the untrained tiny network's loss hardly depends on its input, but it does, to the bit
+    assert summary["loss_before"] == mean_loss(model, fixed) != mean_loss(model, plain)
+    assert load_segnet(out)[1]["bias_correction"] is True
