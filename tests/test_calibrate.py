@@ -1,5 +1,7 @@
 """Calibration: thresholds and fusion weights chosen on validation patients."""
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -74,6 +76,22 @@ def test_the_command_writes_a_new_calibrated_checkpoint_and_never_its_input(
     )
     assert refused.returncode != 0 and not (tmp_path / "bc_cal.safetensors").exists()
     assert f"{tiny_cache}: prepared without bias-field correction" in refused.stderr
+    corrected_cache = tmp_path / "bc_cache"
+    shutil.copytree(tiny_cache, corrected_cache)
+    meta = json.loads((corrected_cache / "meta.json").read_text())
+    (corrected_cache / "meta.json").write_text(json.dumps({**meta, "bias_correction": True}))
+    command = [*command[:3], str(source), "--cache", str(corrected_cache)]
+    refused = subprocess.run(
+        [*command, "--out", str(tmp_path / "bc_cal.safetensors")], capture_output=True, text=True
+    )
+    assert "or calibrate with --bias-correction" in refused.stderr
+    adopted = subprocess.run(
+        [*command, "--bias-correction", "--out", str(tmp_path / "bc_cal.safetensors")],
+        capture_output=True,
+        text=True,
+    )
+    assert adopted.returncode == 0, adopted.stderr
+    assert load_checkpoint(tmp_path / "bc_cal.safetensors")[1]["bias_correction"] is True
 
 
 @pytest.mark.parametrize("protocol", ["refined", "guided"])

@@ -1,12 +1,16 @@
 """Choose a checkpoint's mask thresholds and fusion weights on validation patients.
 
     python -m training.calibrate CHECKPOINT --cache DIR --out NEW.safetensors [--splits val]
+        [--bias-correction]
 
 Training calls :func:`calibrate` after its last epoch; the command does the same for an existing
 checkpoint (a cache of your own validation patients, or one trained before the weights or the
 refined protocol existed) and writes a new file: the checkpoint it reads is never overwritten.
 For a second stage (``second-stage`` or a file of ``training.train_segnet``) it chooses the
 threshold and the input sizes instead (:func:`~equicam.core.segnet_fit.best_setting`).
+The cache must be prepared as the checkpoint's inputs are (``bias_correction``);
+``--bias-correction`` makes a checkpoint of uncorrected training take corrected inputs from now
+on, calibrated on a cache of ``equicam prepare --bias-correction``.
 """
 
 from __future__ import annotations
@@ -366,13 +370,16 @@ def calibration_metadata(chosen: dict) -> dict:
     return meta
 
 
-def calibrate_second_stage(parser, source: Path, cache, splits, out: Path, device: str) -> None:
+def calibrate_second_stage(
+    parser, source: Path, cache, splits, out: Path, device: str, bias_correction: bool
+) -> None:
     """Choose a second stage's input sizes and threshold on ``splits`` of ``cache`` and write
-    it, so chosen, to ``out``."""
+    it, so chosen, to ``out`` (with ``bias_correction``: taking corrected inputs)."""
     from equicam.core.segnet import load_segnet, save_segnet
     from training.train_segnet import choose_setting
 
     model, meta = load_segnet(source, device)
+    meta = {**meta, "bias_correction": bias_correction or meta.get("bias_correction", False)}
     data = [SliceCache(cache, split, model.modalities) for split in splits]
     data[0].check_preprocessing(meta, source)
     chosen = choose_setting(model, data, device)
@@ -419,6 +426,13 @@ def main(argv=None) -> None:
         "of validation patients only may use train,val,test)",
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="the new checkpoint divides each sequence by its fitted bias field before "
+        "normalising it, as the cache must then do (equicam prepare --bias-correction); "
+        "default: as the checkpoint does",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     source = resolve_checkpoint(args.checkpoint)
@@ -429,9 +443,13 @@ def main(argv=None) -> None:
     if unknown or not names:
         parser.error(f"--splits: use some of train, val, test (got {args.splits!r})")
     if read_metadata(source).get("kind") == SECOND_STAGE:
-        calibrate_second_stage(parser, source, args.cache, names, args.out, device)
+        calibrate_second_stage(
+            parser, source, args.cache, names, args.out, device, args.bias_correction
+        )
         return
     model, meta = load_checkpoint(args.checkpoint, device=device)
+    if args.bias_correction:
+        meta = {**meta, "bias_correction": True}
     data = [SliceCache(args.cache, split, model.modalities) for split in names]
     data[0].check_preprocessing(meta, source)
     chosen = calibrate(model, data, device, refine=True)

@@ -86,7 +86,8 @@ class SliceCache(Dataset):
                 self.root,
                 f"prepared {_with(self.bias_correction)} bias-field correction, but {checkpoint} "
                 f"takes inputs {_with(wanted)} it; prepare a cache {_with(wanted)} equicam "
-                "prepare --bias-correction",
+                "prepare --bias-correction"
+                + ("" if wanted else ", or calibrate with --bias-correction"),
             )
 
     def __getitem__(self, item: int):
