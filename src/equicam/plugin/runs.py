@@ -38,7 +38,8 @@ class Run:
     Attributes
     ----------
     key
-        The scans it was computed on (modality and layer data identity).
+        The scans it was computed on (modality and layer data identity) and whether they
+        were bias-corrected.
     result
         Every slice computed so far.
     scale
