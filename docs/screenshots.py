@@ -71,8 +71,9 @@ def settle(until: Callable[[], bool] = lambda: True, timeout: float = 1800.0) ->
 
 def run_volume(
     inspector: CamInspector, model: str, method: str, shown: str = "fused_weighted"
-) -> None:
-    """Run the whole volume with ``model`` and ``method`` and wait for its layers.
+) -> str:
+    """Run the whole volume with ``model`` and ``method`` (bias-field correction as the
+    checkpoint says) and wait for its layers; return the run's label.
 
     Parameters
     ----------
@@ -84,13 +85,20 @@ def run_volume(
         ``cam``, ``gradcam`` or ``gradcampp``.
     shown
         The map whose layer the run must make (``second_stage`` for a second stage).
+
+    Returns
+    -------
+    str
+        The label in the run's layer names (:func:`~equicam.plugin.cam_layers.run_label`).
     """
     inspector.model.value, inspector.method.value = model, method
     inspector.run_volume.clicked()
     settle(lambda: not inspector.cancel.enabled)  # Cancel is enabled while the worker runs
-    name = cam_layer_name(shown, run_label(model, method))
+    label = run_label(model, method, inspector.bias_correction.value)
+    name = cam_layer_name(shown, label)
     if name not in inspector.viewer.layers:
         raise RuntimeError(f"the run made no layer '{name}'")
+    return label
 
 
 def show_in_dock(inspector: CamInspector, widget) -> None:
@@ -126,7 +134,7 @@ def main(out: Path) -> None:
 
     shot("sample")
 
-    run_volume(inspector, "equivariant", "cam")
+    equivariant = run_volume(inspector, "equivariant", "cam")
     inspector.comparison.side_by_side.value = "sequences of one run"
     shot("cams")
     inspector.comparison.side_by_side.value = "off"
@@ -140,8 +148,8 @@ def main(out: Path) -> None:
     shot("compare")
     inspector.comparison.side_by_side.value = "off"
 
-    run_volume(inspector, "second-stage", "cam", "second_stage")
-    second = viewer.layers[mask_layer_name("second_stage", "second-stage")]
+    second_stage = run_volume(inspector, "second-stage", "cam", "second_stage")
+    second = viewer.layers[mask_layer_name("second_stage", second_stage)]
     for layer in viewer.layers:
         layer.visible = layer in (viewer.layers["FLAIR"], viewer.layers[GROUND_TRUTH], second)
     viewer.layers.selection.active = second
@@ -149,7 +157,7 @@ def main(out: Path) -> None:
     show_in_dock(inspector, inspector.comparison.table.native)
     shot("second_stage")
 
-    mask = viewer.layers[mask_layer_name("fused_weighted", "equivariant")]
+    mask = viewer.layers[mask_layer_name("fused_weighted", equivariant)]
     for layer in viewer.layers:
         layer.visible = layer in (viewer.layers["FLAIR"], mask)
     viewer.layers.selection.active = mask
@@ -168,8 +176,9 @@ def main(out: Path) -> None:
 
     # The refined protocol's mask; the corrected one above is kept beside it as "... edited".
     inspector.protocol.value = "refined"
-    run_volume(inspector, "equivariant", "cam")
-    refined = viewer.layers[mask_layer_name("fused_weighted", "equivariant")]
+    refined = viewer.layers[
+        mask_layer_name("fused_weighted", run_volume(inspector, "equivariant", "cam"))
+    ]
     for layer in viewer.layers:
         layer.visible = layer in (viewer.layers["FLAIR"], viewer.layers[GROUND_TRUTH], refined)
     viewer.layers.selection.active = refined

@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
             action=argparse.BooleanOptionalAction,
             default=None,
             help="divide each sequence by a smooth field fitted to it (a polynomial of log "
-            "intensity) before normalising it, or not (default: as the checkpoint's training "
-            "data were prepared, equicam prepare --bias-correction; the bundled networks: not)",
+            "intensity) before normalising it, or not (default: the checkpoint's setting, that of "
+            "the data it was trained or calibrated on, equicam prepare --bias-correction; the "
+            "bundled CAM networks: on)",
         )
         if name == "evaluate":
             p.add_argument(

@@ -162,6 +162,8 @@ def test_bundled_names_load_from_the_package(name):
     model, meta = load_checkpoint(name, modalities=["t2"])
     assert set(model.modalities) == {"t1", "t1ce", "t2", "flair"}
     assert 0 < meta["threshold"] < 1
+    assert meta["bias_correction"] is True  # calibrated on corrected validation patients
+    assert meta["calibrated_on"]["cache"] == "data/val200_bc_cache"
 
 
 def test_the_bundled_second_stage_learnt_guided_masks_and_loads_as_one():

@@ -153,6 +153,9 @@ def test_bias_correction_follows_the_checkpoint_and_a_corrected_run_is_a_run_of_
     off = viewer.layers["CAM fused·w tiny"]
     assert on.data[40].any() and np.abs(on.data[40] - off.data[40]).max() > 1e-3
     assert "mask fused·w tiny bc" in viewer.layers and "mask fused·w tiny" in viewer.layers
+    for bundled, corrects in (("equivariant", True), ("baseline", True), ("second-stage", False)):
+        widget.model.value = bundled  # the CAM networks were calibrated on corrected patients
+        assert widget.bias_correction.value is corrects
 
 
 def test_masks_use_the_checkpoints_threshold_per_map_until_the_slider_moves(

@@ -141,8 +141,9 @@ class CamInspector(Container):
             text="bias-field correction",
             value=False,
             tooltip="Divide each scan by a smooth field fitted to it before normalising, as "
-            "equicam evaluate --bias-correction does: set as the checkpoint's training data "
-            "were prepared; a corrected run is a run of its own ('bc' in layer names)",
+            "equicam evaluate --bias-correction does: set from the checkpoint (as the data it "
+            "was trained or calibrated on were prepared); a corrected run is a run of its own "
+            "('bc' in layer names)",
         )
         self.run_slice = PushButton(
             text="Run current slice", tooltip=shortcuts.tooltip("run_slice")
