@@ -1,7 +1,7 @@
 """How long does a click on "Run current slice" take in the real CAM inspector?
 
     PYTHONPATH=src xvfb-run -a .venv/bin/python bench/widget_latency.py [--clicks 20] \\
-        [--checkpoint equivariant] [--device cpu] [--per-sequence]
+        [--checkpoint equivariant] [--device cpu] [--per-sequence] [--no-bias-correction]
 
 A full-size synthetic case (240 x 240 x 155, ``equicam synth --seed 5``) is opened in a shown
 napari viewer, the CAM inspector is docked with the given bundled model, and its button is
@@ -16,7 +16,9 @@ process:
 
 then ``--clicks`` later clicks on other slices: median, p95 and max. The widget starts from
 its defaults (a settings file of its own): the fused map and its mask, two layers; with
-``--per-sequence`` its "per-sequence maps" are ticked too, ten layers.
+``--per-sequence`` its "per-sequence maps" are ticked too, ten layers. The bias-field
+correction is as the checkpoint says (on for the bundled CAM networks); ``--no-bias-correction``
+unticks it, to measure what the correction costs.
 """
 
 from __future__ import annotations
@@ -48,7 +50,13 @@ def wait(app, condition, timeout: float = 600.0) -> float:
 
 
 def scenario(
-    case: Path, name: str, clicks: int, checkpoint: str, device: str, per_sequence: bool
+    case: Path,
+    name: str,
+    clicks: int,
+    checkpoint: str,
+    device: str,
+    per_sequence: bool,
+    bias_correction: bool,
 ) -> None:
     import napari
     from qtpy.QtWidgets import QApplication
@@ -61,6 +69,8 @@ def scenario(
     widget.model.value = checkpoint
     widget.device.value = device
     widget.per_sequence.value = per_sequence
+    if not bias_correction:
+        widget.bias_correction.value = False
     flair = viewer.layers["FLAIR"]
     with_brain = [z for z in range(flair.data.shape[0]) if flair.data[z].any()]
     slices = np.random.default_rng(0).choice(with_brain, size=clicks + 1, replace=False)
@@ -107,19 +117,32 @@ def main() -> None:
     parser.add_argument(
         "--per-sequence", action="store_true", help="tick the widget's per-sequence maps"
     )
+    parser.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="untick the bias-field correction (default: as the checkpoint says)",
+    )
     parser.add_argument("--scenario", choices=("impatient", "reader"), help=argparse.SUPPRESS)
     parser.add_argument("--case", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scenario:
         scenario(
-            args.case, args.scenario, args.clicks, args.checkpoint, args.device, args.per_sequence
+            args.case,
+            args.scenario,
+            args.clicks,
+            args.checkpoint,
+            args.device,
+            args.per_sequence,
+            args.bias_correction,
         )
         return
     load = os.getloadavg()
     print(
         f"machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
         f"load average {load[0]:.1f} at the start; device {args.device}; "
-        f"per-sequence maps {'on' if args.per_sequence else 'off'}"
+        f"per-sequence maps {'on' if args.per_sequence else 'off'}; bias-field correction "
+        f"{'as the checkpoint says' if args.bias_correction else 'off'}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         command = [
@@ -151,6 +174,7 @@ def main() -> None:
                     "--device",
                     args.device,
                     *(["--per-sequence"] if args.per_sequence else []),
+                    *([] if args.bias_correction else ["--no-bias-correction"]),
                 ],
                 check=True,
                 env={**os.environ, ENV_VAR: str(Path(tmp) / "settings.json")},
