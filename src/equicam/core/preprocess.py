@@ -96,37 +96,32 @@ def bias_field(
         float32 field of the volume's shape, geometric mean 1 over ``mask``, 1 outside it.
     """
     field = np.ones(volume.shape, np.float32)
-    where = np.argwhere(mask)
-    if len(where) < 100:
+    brain = np.nonzero(mask)
+    count = len(brain[0])
+    if count < 100:
         return field
-    pick = np.random.default_rng(0).choice(len(where), min(samples, len(where)), replace=False)
-    where = where[np.sort(pick)]
+    pick = np.sort(np.random.default_rng(0).choice(count, min(samples, count), replace=False))
     powers = [
         (i, j, k)
         for i in range(degree + 1)
         for j in range(degree + 1 - i)
         for k in range(degree + 1 - i - j)
     ]
-    axes = [np.linspace(-1.0, 1.0, n) for n in volume.shape]
-    design = np.stack(
-        [
-            axes[0][where[:, 0]] ** i * axes[1][where[:, 1]] ** j * axes[2][where[:, 2]] ** k
-            for i, j, k in powers
-        ],
-        axis=1,
-    )
-    log = np.log(np.maximum(volume[tuple(where.T)].astype(np.float64), 1e-6))
+    # Coordinates in [-1, 1] of every brain voxel: the fit uses the sample, the field all.
+    z, y, x = (np.linspace(-1.0, 1.0, n)[at] for n, at in zip(volume.shape, brain, strict=True))
+    design = np.stack([z[pick] ** i * y[pick] ** j * x[pick] ** k for i, j, k in powers], axis=1)
+    log = np.log(np.maximum(volume[tuple(at[pick] for at in brain)].astype(np.float64), 1e-6))
     keep = np.ones(len(log), bool)
     for _ in range(4):
         coef = np.linalg.lstsq(design[keep], log[keep], rcond=None)[0]
         residual = log - design @ coef
         centre, spread = np.median(residual[keep]), residual[keep].std()
         keep = np.abs(residual - centre) < 1.5 * max(spread, 1e-6)
-    fit = np.zeros(volume.shape, np.float64)
+    fit = np.zeros(count, np.float64)
     for c, (i, j, k) in zip(coef, powers, strict=True):
-        fit += c * (axes[0][:, None, None] ** i * axes[1][None, :, None] ** j) * axes[2] ** k
-    fit -= fit[mask].mean()
-    field[mask] = np.exp(fit[mask])
+        fit += c * (z**i * y**j) * x**k
+    fit -= fit.mean()
+    field[mask] = np.exp(fit)
     return field
 
 
