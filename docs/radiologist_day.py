@@ -30,12 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from screenshots import settle  # noqa: E402
 
 from equicam.core.synth import write_cases  # noqa: E402
-from equicam.plugin.cam_layers import mask_layer_name  # noqa: E402
+from equicam.plugin.cam_layers import mask_layer_name, run_label  # noqa: E402
 from equicam.plugin.layers import GROUND_TRUTH  # noqa: E402
 from equicam.plugin.viewer import open_viewer  # noqa: E402
 
 SIZE = (1366, 768)
-MASK = mask_layer_name("fused_weighted", "equivariant")
 
 
 def key(viewer, letter: str, modifiers=Qt.KeyboardModifier.ShiftModifier) -> None:
@@ -64,7 +63,8 @@ def correct_case(viewer, inspector, shot) -> float:
     key(viewer, "R", Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     settle(lambda: not inspector.cancel.enabled)
     shot(f"{case}_1_maps")
-    mask = viewer.layers[MASK]
+    run = run_label("equivariant", "cam", inspector.bias_correction.value)
+    mask = viewer.layers[mask_layer_name("fused_weighted", run)]
     viewer.layers.selection.active = mask
     mask.mode, mask.brush_size = "paint", 3
     # The radiologist redraws the tumour on two slices 6 apart (brush and eraser strokes,
